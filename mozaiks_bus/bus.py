@@ -1,0 +1,368 @@
+"""The :class:`Bus`: one object to publish and subscribe at every scope.
+
+Guarantees (see the README table):
+
+* **local**: every matching subscriber in this process gets the event exactly once;
+  sync handlers inline before ``emit``/``publish`` returns, async handlers in order
+  through a bounded per-subscription queue.
+* **fan-out** (with a broker): at most once to the subscribers of every other process.
+* ``emit`` never blocks and never raises for transport trouble: the remote part goes
+  through a bounded background sender, and what it could not send is counted.
+* ``await publish`` is all-or-nothing: it returns once the broker took the event (or
+  at once, when the route is local only), and raises :class:`PublishFailed` /
+  :class:`BrokerUnavailable` otherwise; in that case no local handler ran either, so a
+  retry is safe.
+* Invalid input (bad type name, data failing its catalog model, data that is not
+  JSON-serialisable for a remote scope) raises :class:`InvalidEvent` in both calls,
+  whether or not a broker is configured, so a bug shows up on a laptop too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeVar, overload
+
+from .catalog import CATALOG, Catalog
+from .dispatch import Handler, LocalDispatcher
+from .errors import BusClosed, InvalidEvent, PublishFailed
+from .event import Event
+from .loop_thread import LoopThread
+from .patterns import validate_pattern
+from .routing import RoutingTable, Scope
+from .settings import BusSettings, load_settings
+from .stats import BusStats
+from .transport import Transport, create_transport
+
+__all__ = ["Bus"]
+
+logger = logging.getLogger("mozaiks_bus.bus")
+H = TypeVar("H", bound=Handler)
+T = TypeVar("T")
+_REMOTE = Scope.FANOUT | Scope.DURABLE | Scope.UI
+_OVERRIDES = ("fanout", "durable", "ui")
+
+
+class Bus:
+    """Publish and subscribe across the local, fan-out, durable and ui scopes.
+
+    ``Bus(url=None)`` reads settings from the environment and the optional TOML file
+    (``MOZAIKS_BROKER_URL`` unset means local only); ``url``/``service`` given here win.
+    A ``transport`` instance may be injected (tests, custom brokers).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        service: str | None = None,
+        config: BusSettings | None = None,
+        transport: Transport | None = None,
+        catalog: Catalog | None = None,
+    ) -> None:
+        overrides: dict[str, Any] = {}
+        if url is not None:
+            overrides["broker_url"] = url
+        if service is not None:
+            overrides["service"] = service
+        if config is None:
+            config = load_settings(**overrides)
+        elif overrides:
+            config = config.model_copy(update=overrides)
+        self.config = config
+        self.service = config.service
+        self.catalog = catalog or CATALOG
+        self.routing = RoutingTable([(rule.pattern, rule.scopes) for rule in config.routes])
+        self.stats = BusStats()
+        self._dispatcher = LocalDispatcher(
+            stats=self.stats, loop_getter=self._loop,
+            queue_size=config.subscriber_queue_size, policy=config.emit_drop_policy,
+        )
+        self._remote_only = LocalDispatcher(
+            stats=self.stats, loop_getter=self._loop,
+            queue_size=config.subscriber_queue_size, policy=config.emit_drop_policy,
+        )
+        self.transport: Transport = transport or create_transport(
+            config.broker_url, settings=config, stats=self.stats,
+        )
+        self._lock = threading.Lock()
+        self._bound_loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: LoopThread | None = None
+        self._started: asyncio.Future[None] | None = None
+        self._closed = False
+
+    @classmethod
+    def from_env(cls) -> Bus:
+        """A bus configured from the environment and the optional TOML file."""
+        return cls(config=load_settings())
+
+    # -- subscribing --------------------------------------------------------------------
+
+    @overload
+    def subscribe(self, pattern: str, handler: H) -> H: ...
+
+    @overload
+    def subscribe(self, pattern: str, handler: None = None) -> Callable[[H], H]: ...
+
+    def subscribe(self, pattern: str, handler: H | None = None) -> H | Callable[[H], H]:
+        """Subscribe ``handler(event)`` (sync or async) to ``pattern``; also a decorator.
+
+        Local events match at once; with a broker, fan-out events from other processes
+        match too. Subscribing the same handler twice means two deliveries.
+        """
+        validate_pattern(pattern)
+
+        def register(func: H) -> H:
+            self._check_open()
+            self._dispatcher.subscribe(pattern, func)
+            if self.transport.remote:
+                self.transport.watch(pattern)
+                self._ensure_started_soon()
+            return func
+
+        return register if handler is None else register(handler)
+
+    def subscribe_remote(self, pattern: str, handler: Handler) -> Handler:
+        """Subscribe to events from *other* processes only.
+
+        For bridges that deliver their own local events (``compat.EventBus``).
+        """
+        validate_pattern(pattern)
+        self._check_open()
+        self._remote_only.subscribe(pattern, handler)
+        if self.transport.remote:
+            self.transport.watch(pattern)
+            self._ensure_started_soon()
+        return handler
+
+    def unsubscribe(self, pattern: str, handler: Handler) -> bool:
+        """Remove one subscription of ``handler`` on ``pattern``; False if there was none."""
+        removed = self._dispatcher.unsubscribe(pattern, handler) or \
+            self._remote_only.unsubscribe(pattern, handler)
+        if removed and self.transport.remote:
+            self.transport.unwatch(pattern)
+        return removed
+
+    # -- publishing ---------------------------------------------------------------------
+
+    def emit(self, type: str, data: Mapping[str, Any] | None = None, **attrs: Any) -> Event:
+        """Publish without waiting: local handlers run now, the remote part is queued.
+
+        Never blocks, needs no running loop and no reachable broker; transport trouble
+        is counted (``dropped_remote``) and logged, never raised. ``attrs`` are event
+        attributes (``subject``, ``id``, ``correlationid``...) and the scope overrides
+        ``fanout``/``durable``/``ui`` (True adds, False removes).
+        """
+        event, scopes, payload = self._prepare(type, data, attrs)
+        self.stats.published(event.type)
+        self._dispatcher.deliver(event)
+        if payload is not None:
+            self._ensure_started_soon()
+            self.transport.send_nowait(event, payload, scopes)
+        return event
+
+    def emit_remote(
+        self, type: str, data: Mapping[str, Any] | None = None, **attrs: Any
+    ) -> Event:
+        """Like :meth:`emit`, but only for other processes: local subscribers are skipped.
+
+        For bridges that deliver their own local events (``compat.EventBus``).
+        """
+        event, scopes, payload = self._prepare(type, data, attrs)
+        self.stats.published(event.type)
+        if payload is not None:
+            self._ensure_started_soon()
+            self.transport.send_nowait(event, payload, scopes)
+        return event
+
+    async def publish(
+        self,
+        type: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        subject: str | None = None,
+        durable: bool | None = None,
+        fanout: bool | None = None,
+        ui: bool | None = None,
+        id: str | None = None,
+        **attrs: Any,
+    ) -> Event:
+        """Publish and wait until the broker took the event, then deliver locally.
+
+        Raises :class:`PublishFailed` / :class:`BrokerUnavailable` when the broker did
+        not take it within ``publish_timeout_s`` (no local handler ran then).
+        """
+        attrs.update(subject=subject, durable=durable, fanout=fanout, ui=ui, id=id)
+        event, scopes, payload = self._prepare(type, data, attrs)
+        if payload is not None:
+            await self._ensure_started()
+            timeout = self.config.publish_timeout_s
+            try:
+                await asyncio.wait_for(
+                    self._on_bus_loop(self.transport.send(event, payload, scopes)), timeout
+                )
+            except TimeoutError:
+                raise PublishFailed(
+                    f"{event.type} {event.id} was not confirmed within {timeout}s"
+                ) from None
+        self.stats.published(event.type)
+        self._dispatcher.deliver(event)
+        return event
+
+    def _prepare(
+        self, type: str, data: Mapping[str, Any] | None, attrs: dict[str, Any]
+    ) -> tuple[Event, Scope, str | None]:
+        self._check_open()
+        overrides = {name: attrs.pop(name, None) for name in _OVERRIDES}
+        event = Event.create(type, data, source=self.service, **attrs)
+        self.catalog.validate(event.type, event.data)
+        scopes = self.routing.resolve(event.type, subject=event.subject, **overrides)
+        if self.catalog.is_local_only(event.type):
+            if any(overrides.values()):
+                raise InvalidEvent("type", f"{event.type} is local-only: it carries live objects")
+            scopes = Scope.LOCAL
+        payload = event.to_json() if scopes & _REMOTE else None
+        if not self.transport.remote:
+            payload = None
+        return event, scopes, payload
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind to the running loop and connect the transport (idempotent)."""
+        self._check_open()
+        with self._lock:
+            if self._bound_loop is None or self._bound_loop.is_closed():
+                self._bound_loop = asyncio.get_running_loop()
+        await self._ensure_started()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking work, drain local handlers and the transport (bounded), disconnect."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = self._bound_loop
+        if loop is not None and not loop.is_closed():
+            await self._on_bus_loop(self._dispatcher.drain(timeout))
+            await self._on_bus_loop(self._remote_only.drain(timeout))
+            if self._started is not None:
+                await self._on_bus_loop(self.transport.stop())
+        if self._loop_thread is not None:
+            await asyncio.to_thread(self._loop_thread.stop)
+            self._loop_thread = None
+
+    async def __aenter__(self) -> Bus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def run(self) -> None:
+        """Start, then run until SIGINT or SIGTERM, then stop (draining in-flight work)."""
+        await self.start()
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        try:
+            await stopping.wait()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            await self.stop()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._closed
+
+    def health(self) -> dict[str, object]:
+        """Transport state plus whether the bus is started/closed."""
+        state = dict(self.transport.health())
+        state.update(started=self._started is not None and self._started.done(),
+                     closed=self._closed)
+        return state
+
+    # -- loop plumbing ------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusClosed("the bus was stopped; create a new Bus to publish again")
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """The loop async handlers and the transport run on (bound lazily)."""
+        loop = self._bound_loop
+        if loop is not None and not loop.is_closed():
+            return loop
+        with self._lock:
+            loop = self._bound_loop
+            if loop is not None and not loop.is_closed():
+                return loop
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                if self._loop_thread is None or not self._loop_thread.alive:
+                    self._loop_thread = LoopThread()
+                loop = self._loop_thread.loop
+            self._bound_loop = loop
+            self._started = None
+            return loop
+
+    async def _on_bus_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        loop = self._loop()
+        if loop is asyncio.get_running_loop():
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+    async def _ensure_started(self) -> None:
+        loop = self._loop()
+        if loop is not asyncio.get_running_loop():
+            await self._on_bus_loop(self._ensure_started())
+            return
+        if self._started is None:
+            self._started = loop.create_future()
+            try:
+                await self.transport.start(self._on_remote)
+            except BaseException as exc:
+                started, self._started = self._started, None
+                started.set_exception(exc)
+                started.exception()  # mark retrieved; the caller gets it below
+                raise
+            self._started.set_result(None)
+            return
+        await asyncio.shield(self._started)
+
+    def _ensure_started_soon(self) -> None:
+        """Start the transport in the background if nobody did (never raises)."""
+        if self._started is not None and self._bound_loop is not None \
+                and not self._bound_loop.is_closed():
+            return
+        loop = self._loop()
+
+        async def _start() -> None:
+            try:
+                await self._ensure_started()
+            except Exception as exc:  # noqa: BLE001  # counted and retried by the transport
+                logger.warning("transport did not start: %s", exc)
+
+        if _running_loop() is loop:
+            loop.create_task(_start())
+        else:
+            asyncio.run_coroutine_threadsafe(_start(), loop)
+
+    def _on_remote(self, event: Event) -> None:
+        """Called by the transport for each event from another process."""
+        self.stats.incr("received_remote")
+        self._dispatcher.deliver(event)
+        self._remote_only.deliver(event)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -1,0 +1,84 @@
+"""The one exception tree of mozaiks-bus.
+
+Every error the package raises on purpose is a :class:`MozaiksBusError`, so callers
+catch one root. Errors from redis-py, httpx and pydantic are translated at the
+boundary where they occur; they never leak to callers.
+
+::
+
+    MozaiksBusError
+    ├── InvalidEvent            bad type name, data failing its catalog model, data
+    │                           that is not JSON-serialisable for a remote scope
+    ├── ConfigError             a bad setting, TOML file or routing rule
+    ├── BusClosed               the bus was stopped and takes no more work
+    └── TransportError          Redis (or another transport) could not do what was asked
+        ├── BrokerUnavailable   the server could not be reached or the link dropped
+        └── PublishFailed       a confirmed publish was not stored / sent
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrokerUnavailable",
+    "BusClosed",
+    "ConfigError",
+    "InvalidEvent",
+    "MozaiksBusError",
+    "PublishFailed",
+    "TransportError",
+]
+
+
+class MozaiksBusError(Exception):
+    """Root of every error mozaiks-bus raises on purpose."""
+
+
+class InvalidEvent(MozaiksBusError, ValueError):
+    """An event was rejected before it reached any transport.
+
+    ``field`` names the offending attribute (``type``, ``data.user_id``...) and
+    ``rule`` states the rule it broke, so callers and HTTP handlers can report both.
+    """
+
+    def __init__(self, field: str, rule: str, *, value: object = None) -> None:
+        self.field = field
+        self.rule = rule
+        self.value = value
+        shown = "" if value is None else f" (got {_shorten(value)})"
+        super().__init__(f"invalid event: {field}: {rule}{shown}")
+
+
+class ConfigError(MozaiksBusError, ValueError):
+    """A setting, config file or routing rule is invalid.
+
+    ``field`` names the setting, ``source`` says where it came from (an environment
+    variable, or ``path:line``), ``reason`` says what is wrong with it.
+    """
+
+    def __init__(self, field: str, reason: str, *, source: str | None = None) -> None:
+        self.field = field
+        self.reason = reason
+        self.source = source
+        where = f" [{source}]" if source else ""
+        super().__init__(f"invalid configuration: {field}{where}: {reason}")
+
+
+class BusClosed(MozaiksBusError, RuntimeError):
+    """The bus was stopped; it accepts no more publishes or subscriptions."""
+
+
+class TransportError(MozaiksBusError, ConnectionError):
+    """A transport could not do what was asked."""
+
+
+class BrokerUnavailable(TransportError):
+    """The broker could not be reached, or the connection dropped."""
+
+
+class PublishFailed(TransportError):
+    """A confirmed publish was not stored or sent; the event may be retried."""
+
+
+def _shorten(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

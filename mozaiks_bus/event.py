@@ -1,0 +1,309 @@
+"""The event envelope: CloudEvents 1.0 attributes, JSON in structured mode.
+
+An :class:`Event` is immutable. Its ``id`` is a UUIDv7 (RFC 9562) string: unique,
+and sortable by creation time (monotonic within one process). ``time`` is always an
+aware UTC datetime and is written as RFC 3339 with a ``Z`` suffix.
+
+Type names follow ``^[a-z][a-z0-9_]*(\\.[a-z0-9_]+)*$`` and are at most 128
+characters; subscription patterns may also use ``*`` inside a segment (see
+:mod:`mozaiks_bus.patterns`). Anything else raises :class:`InvalidEvent` naming the
+rule, before any transport sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import uuid6
+
+from .errors import InvalidEvent
+
+__all__ = [
+    "EXTENSION_ATTRIBUTES",
+    "JSON_RULE",
+    "MAX_TYPE_LENGTH",
+    "SPECVERSION",
+    "TYPE_RULE",
+    "Event",
+    "format_time",
+    "is_json_safe",
+    "new_event_id",
+    "parse_time",
+    "validate_type",
+]
+
+SPECVERSION = "1.0"
+MAX_TYPE_LENGTH = 128
+TYPE_RULE = (
+    "must match ^[a-z][a-z0-9_]*(\\.[a-z0-9_]+)*$ (lowercase ASCII letters, digits, "
+    f"'_', segments joined by '.') and be at most {MAX_TYPE_LENGTH} characters"
+)
+EXTENSION_ATTRIBUTES = ("correlationid", "causationid", "traceparent")
+
+_TYPE_RE = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*")
+_CORE_ATTRIBUTES = frozenset(
+    {"specversion", "id", "type", "source", "time", "subject", "datacontenttype", "data"}
+)
+_EXTENSION_NAME_RE = re.compile(r"[a-z0-9]{1,20}")
+_MAX_ID_LENGTH = 256
+JSON_RULE = (
+    "must be JSON-serialisable for a remote scope: only objects with string keys, "
+    "arrays, strings, finite numbers, booleans and null (no datetimes or other objects)"
+)
+_MAX_ATTRIBUTE_LENGTH = 1024
+
+
+def validate_type(type_name: object) -> str:
+    """Return ``type_name`` if it is a valid event type name, else raise InvalidEvent."""
+    if not isinstance(type_name, str):
+        raise InvalidEvent("type", "must be a string", value=type_name)
+    if len(type_name) > MAX_TYPE_LENGTH or _TYPE_RE.fullmatch(type_name) is None:
+        raise InvalidEvent("type", TYPE_RULE, value=type_name)
+    return type_name
+
+
+def new_event_id() -> str:
+    """A new UUIDv7 string: unique, and ordered by creation time within a process."""
+    return str(uuid6.uuid7())
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _check_text(name: str, value: object, *, required: bool, limit: int) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or not value:
+        raise InvalidEvent(name, "must be a non-empty string", value=value)
+    if len(value) > limit:
+        raise InvalidEvent(name, f"must be at most {limit} characters", value=value)
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise InvalidEvent(name, "must not contain control characters", value=value)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event: the CloudEvents 1.0 envelope around a JSON-object ``data``.
+
+    Build one with :meth:`create` (validates and fills ``id``/``time``), or decode one
+    with :meth:`from_json` / :meth:`from_dict`. ``data`` is kept by reference: the
+    in-process scope hands the very same dict to local subscribers.
+    """
+
+    type: str
+    source: str
+    id: str = field(default_factory=new_event_id)
+    time: datetime = field(default_factory=_utcnow)
+    data: dict[str, Any] = field(default_factory=dict)
+    subject: str | None = None
+    datacontenttype: str = "application/json"
+    specversion: str = SPECVERSION
+    correlationid: str | None = None
+    causationid: str | None = None
+    traceparent: str | None = None
+    extensions: Mapping[str, str | int | bool] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        type: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        source: str = "mozaiks",
+        id: str | None = None,
+        time: datetime | None = None,
+        subject: str | None = None,
+        correlationid: str | None = None,
+        causationid: str | None = None,
+        traceparent: str | None = None,
+        extensions: Mapping[str, str | int | bool] | None = None,
+    ) -> Event:
+        """Validate the attributes and build an event (``data`` kept by reference)."""
+        validate_type(type)
+        _check_text("source", source, required=True, limit=_MAX_ATTRIBUTE_LENGTH)
+        _check_text("id", id, required=False, limit=_MAX_ID_LENGTH)
+        _check_text("subject", subject, required=False, limit=_MAX_ATTRIBUTE_LENGTH)
+        for name, value in (
+            ("correlationid", correlationid),
+            ("causationid", causationid),
+            ("traceparent", traceparent),
+        ):
+            _check_text(name, value, required=False, limit=_MAX_ATTRIBUTE_LENGTH)
+        if data is None:
+            payload: dict[str, Any] = {}
+        elif isinstance(data, dict):
+            payload = data
+        elif isinstance(data, Mapping):
+            payload = dict(data)
+        else:
+            raise InvalidEvent("data", "must be a JSON object (a dict)", value=data)
+        if time is None:
+            stamp = _utcnow()
+        elif time.tzinfo is None:
+            raise InvalidEvent("time", "must be timezone-aware (UTC)", value=time)
+        else:
+            stamp = time.astimezone(UTC)
+        ext = dict(extensions or {})
+        for ext_name, ext_value in ext.items():
+            _check_extension(ext_name, ext_value)
+        return cls(
+            type=type,
+            source=source,
+            id=id or new_event_id(),
+            time=stamp,
+            data=payload,
+            subject=subject,
+            correlationid=correlationid,
+            causationid=causationid,
+            traceparent=traceparent,
+            extensions=ext,
+        )
+
+    def with_data(self, data: dict[str, Any]) -> Event:
+        """A copy of this event carrying ``data`` instead."""
+        return replace(self, data=data)
+
+    # -- wire format ----------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The structured-mode CloudEvent as a dict (``time`` as RFC 3339 UTC)."""
+        out: dict[str, Any] = {
+            "specversion": self.specversion,
+            "id": self.id,
+            "type": self.type,
+            "source": self.source,
+            "time": format_time(self.time),
+            "datacontenttype": self.datacontenttype,
+        }
+        if self.subject is not None:
+            out["subject"] = self.subject
+        for name in EXTENSION_ATTRIBUTES:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        out.update(self.extensions)
+        out["data"] = self.data
+        return out
+
+    def to_json(self) -> str:
+        """Compact JSON; raises InvalidEvent if ``data`` is not JSON-serialisable.
+
+        Strict: keys must be strings and floats finite, so what is decoded on the other
+        side equals what was sent (json.dumps would silently turn ``{1: x}`` into
+        ``{"1": x}``).
+        """
+        if not is_json_safe(self.data):
+            raise InvalidEvent("data", JSON_RULE)
+        try:
+            return json.dumps(
+                self.to_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            )
+        except (TypeError, ValueError) as exc:
+            raise InvalidEvent("data", f"{JSON_RULE}: {exc}") from None
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Event:
+        """Decode a structured-mode CloudEvent; raises InvalidEvent when malformed."""
+        try:
+            obj = json.loads(raw, parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidEvent("event", f"must be valid JSON: {exc}") from None
+        return cls.from_dict(obj)
+
+    @classmethod
+    def from_dict(cls, obj: object) -> Event:
+        """Build an event from a decoded structured-mode CloudEvent object."""
+        if not isinstance(obj, dict):
+            raise InvalidEvent("event", "must be a JSON object", value=obj)
+        spec = obj.get("specversion", SPECVERSION)
+        if spec != SPECVERSION:
+            raise InvalidEvent("specversion", f"must be {SPECVERSION!r}", value=spec)
+        content_type = obj.get("datacontenttype", "application/json")
+        if not isinstance(content_type, str) or not _is_json_content_type(content_type):
+            raise InvalidEvent(
+                "datacontenttype", "must be application/json (structured JSON mode)",
+                value=content_type,
+            )
+        extensions = {
+            key: value for key, value in obj.items()
+            if key not in _CORE_ATTRIBUTES and key not in EXTENSION_ATTRIBUTES
+        }
+        time_value = obj.get("time")
+        event = cls.create(
+            obj.get("type"),  # type: ignore[arg-type]  # validated inside create()
+            obj.get("data"),
+            source=obj.get("source", "unknown"),
+            id=obj.get("id"),
+            time=None if time_value is None else parse_time(time_value),
+            subject=obj.get("subject"),
+            correlationid=obj.get("correlationid"),
+            causationid=obj.get("causationid"),
+            traceparent=obj.get("traceparent"),
+            extensions=extensions,
+        )
+        if content_type != event.datacontenttype:
+            event = replace(event, datacontenttype=content_type)
+        return event
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` suffix and microseconds."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: object) -> datetime:
+    """Parse an RFC 3339 timestamp; a missing offset is an error."""
+    if not isinstance(value, str):
+        raise InvalidEvent("time", "must be an RFC 3339 string", value=value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidEvent("time", "must be an RFC 3339 timestamp", value=value) from None
+    if moment.tzinfo is None:
+        raise InvalidEvent("time", "must carry a UTC offset or 'Z'", value=value)
+    return moment.astimezone(UTC)
+
+
+def _check_extension(key: object, value: object) -> None:
+    if not isinstance(key, str) or _EXTENSION_NAME_RE.fullmatch(key) is None:
+        raise InvalidEvent(
+            "extensions", "attribute names must be 1-20 lowercase letters or digits",
+            value=key,
+        )
+    if not isinstance(value, str | int | bool):
+        raise InvalidEvent(f"{key}", "extension values must be strings, integers or booleans",
+                           value=value)
+
+
+def _is_json_content_type(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def is_json_safe(value: object, _depth: int = 0) -> bool:
+    """True when ``value`` is made only of JSON types (no NaN/inf, str keys)."""
+    if _depth > 64:
+        return False
+    if value is None or isinstance(value, str | bool | int):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(is_json_safe(item, _depth + 1) for item in value)
+    if isinstance(value, dict):
+        return all(
+            isinstance(key, str) and is_json_safe(item, _depth + 1)
+            for key, item in value.items()
+        )
+    return False

@@ -1,0 +1,625 @@
+"""Typed settings of mozaiks-bus: environment, then an optional TOML file, then defaults.
+
+Contract
+--------
+:class:`BusSettings` is a pydantic-settings model. Sources, highest priority first:
+
+1. keyword arguments (``load_settings(**overrides)`` / ``BusSettings(**values)``);
+2. the environment: ``MOZAIKS_BROKER_URL`` for ``broker_url``, ``MOZAIKS_BUS_<FIELD>``
+   (upper case) for every other field. List fields (``routes``, ``sinks``) take JSON.
+   An empty variable counts as unset. Other ``MOZAIKS_BUS_*`` variables are ignored
+   (``MOZAIKS_BUS_CONFIG`` and variables of other components live there too);
+3. a TOML file: ``config_path`` when given, else ``$MOZAIKS_BUS_CONFIG`` (which must
+   exist), else ``./mozaiks-bus.toml`` when it exists. Its keys are the field names
+   (``broker_url``, ``service``, ``prefix``, ``[[routes]]``, ``[[sinks]]``, tunables);
+   an unknown key is an error;
+4. the defaults below (each defined once, as a ``DEFAULT_*`` constant).
+
+Every problem raises :class:`~mozaiks_bus.errors.ConfigError` with ``field`` (the dotted
+path, e.g. ``sinks.1.url``), ``reason`` (the rule broken) and ``source``
+(``"env MOZAIKS_BUS_PREFIX"``, ``"path/to/file.toml:LINE"`` or ``"argument"``). Pydantic's
+``ValidationError`` never leaks, and no message ever carries a value: settings hold
+secrets (a broker password), and sinks may only name the environment variables that
+hold theirs (``signing_secret_env``, ``auth_bearer_env``, ``api_key_env``), never the
+secret itself. ``repr()`` and :meth:`BusSettings.redacted_dump` mask the broker password.
+
+The models are frozen; derive a changed copy with ``model_copy(update=...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, get_origin
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import ConfigError, InvalidEvent
+from .patterns import PATTERN_RULE, validate_pattern
+
+__all__ = [
+    "BROKER_URL_ENV",
+    "BUILTIN_SINK_FORMATS",
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG_FILE",
+    "DEFAULT_EMIT_BUFFER_SIZE",
+    "DEFAULT_EMIT_DROP_POLICY",
+    "DEFAULT_HEALTH_CHECK_INTERVAL_S",
+    "DEFAULT_PREFIX",
+    "DEFAULT_PUBLISH_TIMEOUT_S",
+    "DEFAULT_SERVICE",
+    "DEFAULT_SUBSCRIBER_QUEUE_SIZE",
+    "ENV_PREFIX",
+    "BusSettings",
+    "RouteRule",
+    "RouteScope",
+    "SinkConfig",
+    "load_settings",
+    "redact_url",
+]
+
+BROKER_URL_ENV = "MOZAIKS_BROKER_URL"
+ENV_PREFIX = "MOZAIKS_BUS_"
+CONFIG_ENV = "MOZAIKS_BUS_CONFIG"
+DEFAULT_CONFIG_FILE = "mozaiks-bus.toml"
+
+DEFAULT_SERVICE = "mozaiks"
+DEFAULT_PREFIX = "mozaiks"
+DEFAULT_EMIT_BUFFER_SIZE = 10_000
+DEFAULT_EMIT_DROP_POLICY: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+DEFAULT_SUBSCRIBER_QUEUE_SIZE = 10_000
+DEFAULT_PUBLISH_TIMEOUT_S = 5.0
+DEFAULT_HEALTH_CHECK_INTERVAL_S = 5.0
+
+BUILTIN_SINK_FORMATS = ("cloudevents", "data")
+BROKER_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "memory")
+
+RouteScope = Literal["local", "fanout", "durable", "ui"]
+
+_SECRET_WORDS = ("secret", "token", "password", "key")
+_SERVICE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SINK_NAME_RE = re.compile(r"[a-z0-9_-]{1,64}")
+_FORMAT_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
+_RESERVED_HEADERS = frozenset(
+    {
+        "content-length",
+        "content-type",
+        "host",
+        "idempotency-key",
+        "webhook-id",
+        "webhook-signature",
+        "webhook-timestamp",
+    }
+)
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+def _is_secret_name(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+def redact_url(url: str | None) -> str | None:
+    """``url`` with its password (and secret-looking query values) replaced by ``***``.
+
+    Errs on the side of masking: everything between the first ``:`` of the user info
+    and the last ``@`` before the query is hidden, even if not percent-encoded.
+    """
+    if not url:
+        return url
+    base, mark, query = url.partition("?")
+    scheme, sep, rest = base.partition("://")
+    if sep and "@" in rest:
+        userinfo, _, host = rest.rpartition("@")
+        if ":" in userinfo:
+            rest = f"{userinfo.partition(':')[0]}:***@{host}"
+        base = f"{scheme}{sep}{rest}"
+    if query:
+        query, hash_mark, fragment = query.partition("#")
+        pairs = parse_qsl(query, keep_blank_values=True)
+        masked = [(k, "***" if _is_secret_name(k) else v) for k, v in pairs]
+        query = urlencode(masked, safe="*/:") + hash_mark + fragment
+    return base + mark + query
+
+
+def _check_pattern(value: str) -> str:
+    try:
+        return validate_pattern(value)
+    except InvalidEvent:
+        raise ValueError(f"pattern {PATTERN_RULE}") from None
+
+
+def _check_env_name(value: str | None) -> str | None:
+    if value is not None and _ENV_NAME_RE.fullmatch(value) is None:
+        raise ValueError(
+            "must be the name of an environment variable ([A-Za-z_][A-Za-z0-9_]*, at most "
+            "128 characters), never the secret itself"
+        )
+    return value
+
+
+class RouteRule(BaseModel):
+    """One ``[[routes]]`` rule: events matching ``pattern`` take ``scopes``.
+
+    Configured rules are tried in order, before the built-in defaults; local delivery
+    always happens whatever ``scopes`` says. ``scopes`` needs at least one entry
+    (``["local"]`` for local only); duplicates are dropped.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pattern: str
+    scopes: list[RouteScope] = Field(min_length=1)
+
+    _check_pattern = field_validator("pattern")(_check_pattern)
+
+    @field_validator("scopes")
+    @classmethod
+    def _dedupe(cls, value: list[RouteScope]) -> list[RouteScope]:
+        return list(dict.fromkeys(value))
+
+
+class SinkConfig(BaseModel):
+    """One ``[[sinks]]`` HTTP endpoint the worker POSTs matching events to.
+
+    ``format`` is ``"cloudevents"`` (the whole envelope), ``"data"`` (the data object
+    only) or the name of a named mapping. Secrets are never in the file: the
+    ``*_env`` fields name the environment variables that hold them. ``accept_409``
+    treats HTTP 409 as "already applied" (done); turn it off to dead-letter instead.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    url: str
+    patterns: list[str] = Field(min_length=1)
+    timeout_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    attempts: int = Field(default=5, ge=1)
+    backoff_base_s: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    backoff_max_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    format: str = "cloudevents"
+    signing_secret_env: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    auth_bearer_env: str | None = None
+    api_key_header: str | None = None
+    api_key_env: str | None = None
+    accept_409: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if _SINK_NAME_RE.fullmatch(value) is None:
+            raise ValueError("must be 1-64 characters of a-z 0-9 _ -")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            raise ValueError("is not a valid URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "must not embed credentials; use auth_bearer_env or api_key_header + "
+                "api_key_env to name the environment variable holding them"
+            )
+        return value
+
+    @field_validator("patterns")
+    @classmethod
+    def _check_patterns(cls, value: list[str]) -> list[str]:
+        return [_check_pattern(item) for item in value]
+
+    @field_validator("format")
+    @classmethod
+    def _check_format(cls, value: str) -> str:
+        if value not in BUILTIN_SINK_FORMATS and _FORMAT_NAME_RE.fullmatch(value) is None:
+            raise ValueError(
+                "must be 'cloudevents', 'data' or a mapping name of 1-64 characters of "
+                "A-Z a-z 0-9 _ . -"
+            )
+        return value
+
+    _check_env_names = field_validator("signing_secret_env", "auth_bearer_env", "api_key_env")(
+        _check_env_name
+    )
+
+    @field_validator("api_key_header")
+    @classmethod
+    def _check_api_key_header(cls, value: str | None) -> str | None:
+        if value is not None and _HEADER_NAME_RE.fullmatch(value) is None:
+            raise ValueError("must be an HTTP header name")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            lowered = name.lower()
+            if _HEADER_NAME_RE.fullmatch(name) is None:
+                raise ValueError("header names must be HTTP tokens")
+            if lowered in _RESERVED_HEADERS:
+                raise ValueError(f"header {name!r} is set by the worker and cannot be configured")
+            if lowered in _CREDENTIAL_HEADERS or _is_secret_name(lowered) or "auth" in lowered:
+                raise ValueError(
+                    f"header {name!r} looks like a credential; secrets must not be in the "
+                    "config: use auth_bearer_env, or api_key_header + api_key_env"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _check_pairs(self) -> SinkConfig:
+        if (self.api_key_header is None) != (self.api_key_env is None):
+            raise ValueError("api_key_header and api_key_env must be set together")
+        if self.backoff_max_s < self.backoff_base_s:
+            raise ValueError("backoff_max_s must be at least backoff_base_s")
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class _LoadState:
+    """What one settings build read, so errors can name where a value came from."""
+
+    env: Mapping[str, str]
+    config_path: str | os.PathLike[str] | None
+    init_keys: frozenset[str] = frozenset()
+    env_vars: dict[str, str] = field(default_factory=dict)
+    file_path: Path | None = None
+    file_text: str = ""
+    file_keys: frozenset[str] = frozenset()
+
+
+_STATE: ContextVar[_LoadState | None] = ContextVar("mozaiks_bus_settings_load", default=None)
+
+
+def _current_state() -> _LoadState:
+    state = _STATE.get()
+    if state is None:  # built without BusSettings.__init__: read the real process
+        state = _LoadState(env=os.environ, config_path=None)
+    return state
+
+
+class _EnvSource(PydanticBaseSettingsSource):
+    """``MOZAIKS_BROKER_URL`` and ``MOZAIKS_BUS_<FIELD>``; list fields are JSON."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        state = _current_state()
+        values: dict[str, Any] = {}
+        for name, info in self.settings_cls.model_fields.items():
+            var = BROKER_URL_ENV if name == "broker_url" else ENV_PREFIX + name.upper()
+            raw = state.env.get(var)
+            if not raw:
+                continue
+            state.env_vars[name] = var
+            if get_origin(info.annotation) in (list, dict):
+                try:
+                    values[name] = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(
+                        name,
+                        f"must be JSON ({exc.msg} at column {exc.colno})",
+                        source=f"env {var}",
+                    ) from None
+            else:
+                values[name] = raw
+        return values
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """The TOML file named by ``config_path``, ``$MOZAIKS_BUS_CONFIG`` or the default."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        state = _current_state()
+        path = _config_file(state)
+        if path is None:
+            return {}
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                "config file", f"cannot read it: {exc.strerror or exc}", source=str(path)
+            ) from None
+        except UnicodeDecodeError:
+            raise ConfigError("config file", "is not UTF-8 text", source=str(path)) from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            message = str(exc)
+            match = re.search(r"at line (\d+)", message)
+            line = match.group(1) if match else str(text.count("\n") + 1)
+            raise ConfigError("config file", message, source=f"{path}:{line}") from None
+        state.file_path, state.file_text, state.file_keys = path, text, frozenset(data)
+        return data
+
+
+def _config_file(state: _LoadState) -> Path | None:
+    if state.config_path is not None:
+        path, origin = Path(state.config_path), "argument config_path"
+    elif state.env.get(CONFIG_ENV):
+        path, origin = Path(state.env[CONFIG_ENV]), f"env {CONFIG_ENV}"
+    else:
+        default = Path(DEFAULT_CONFIG_FILE)
+        return default if default.is_file() else None
+    if not path.is_file():
+        raise ConfigError("config file", f"{path} does not exist or is not a file", source=origin)
+    return path
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class BusSettings(BaseSettings):
+    """Every setting of mozaiks-bus; see the module docstring for sources and errors."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    broker_url: str | None = None
+    service: str = DEFAULT_SERVICE
+    prefix: str = DEFAULT_PREFIX
+    routes: list[RouteRule] = Field(default_factory=list)
+    sinks: list[SinkConfig] = Field(default_factory=list)
+    emit_buffer_size: int = Field(default=DEFAULT_EMIT_BUFFER_SIZE, gt=0)
+    emit_drop_policy: Literal["drop_oldest", "drop_newest"] = DEFAULT_EMIT_DROP_POLICY
+    subscriber_queue_size: int = Field(default=DEFAULT_SUBSCRIBER_QUEUE_SIZE, gt=0)
+    publish_timeout_s: float = Field(default=DEFAULT_PUBLISH_TIMEOUT_S, gt=0, allow_inf_nan=False)
+    health_check_interval_s: float = Field(
+        default=DEFAULT_HEALTH_CHECK_INTERVAL_S, gt=0, allow_inf_nan=False
+    )
+
+    _config_file: Path | None = PrivateAttr(default=None)
+    _REPR_MASKED: ClassVar[str] = "broker_url"
+
+    def __init__(
+        self,
+        *,
+        _env: Mapping[str, str] | None = None,
+        _config_path: str | os.PathLike[str] | None = None,
+        **values: Any,
+    ) -> None:
+        """Build from ``values`` > environment (``_env``, default ``os.environ``) > file."""
+        state = _LoadState(
+            env=os.environ if _env is None else _env,
+            config_path=_config_path,
+            init_keys=frozenset(values),
+        )
+        token = _STATE.set(state)
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _translate(exc, state) from None  # the original carries input values
+        finally:
+            _STATE.reset(token)
+        self._config_file = state.file_path
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments, then the environment, then the TOML file."""
+        return init_settings, _EnvSource(settings_cls), _TomlSource(settings_cls)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value)
+            _ = parts.port
+        except ValueError:
+            raise ValueError("is not a valid URL (check the host and port)") from None
+        if parts.scheme not in BROKER_SCHEMES:
+            schemes = ", ".join(f"{scheme}://" for scheme in BROKER_SCHEMES)
+            raise ValueError(f"must be a URL with one of the schemes {schemes}")
+        return value
+
+    @field_validator("service")
+    @classmethod
+    def _check_service(cls, value: str) -> str:
+        if _SERVICE_RE.fullmatch(value) is None:
+            raise ValueError("must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if _PREFIX_RE.fullmatch(value) is None:
+            raise ValueError(
+                "must be 1-64 characters of A-Z a-z 0-9 _ - (it starts every Redis key, "
+                "so no '{', '}' or ':')"
+            )
+        return value
+
+    @field_validator("sinks")
+    @classmethod
+    def _unique_sink_names(cls, value: list[SinkConfig]) -> list[SinkConfig]:
+        seen: dict[str, int] = {}
+        for index, sink in enumerate(value):
+            if sink.name in seen:
+                raise PydanticCustomError(
+                    "duplicate_sink_name",
+                    "sink name '{name}' is already used by sinks.{first}; names must be unique",
+                    {"name": sink.name, "first": seen[sink.name], "index": index},
+                )
+            seen[sink.name] = index
+        return value
+
+    @property
+    def redacted_broker_url(self) -> str | None:
+        """``broker_url`` with its password masked, for logs and display."""
+        return redact_url(self.broker_url)
+
+    @property
+    def config_file(self) -> Path | None:
+        """The TOML file these settings were read from, if any."""
+        return self._config_file
+
+    def redacted_dump(self) -> dict[str, Any]:
+        """The settings as JSON-ready data, with the broker password masked."""
+        data = self.model_dump(mode="json")
+        data["broker_url"] = self.redacted_broker_url
+        return data
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, (self.redacted_broker_url if name == self._REPR_MASKED else value)
+
+
+def load_settings(
+    *,
+    config_path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> BusSettings:
+    """Load the settings: ``overrides`` > ``env`` (default ``os.environ``) > TOML > defaults.
+
+    ``config_path`` replaces ``$MOZAIKS_BUS_CONFIG`` / ``./mozaiks-bus.toml`` and must
+    exist. Raises :class:`~mozaiks_bus.errors.ConfigError` for any problem.
+    """
+    return BusSettings(_env=env, _config_path=config_path, **overrides)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _translate(exc: ValidationError, state: _LoadState) -> ConfigError:
+    problems: list[tuple[str, str, str | None]] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = tuple(error["loc"])
+        ctx = error.get("ctx") or {}
+        if error["type"] == "duplicate_sink_name":
+            loc = (*loc, ctx["index"], "name")
+        path = ".".join(str(part) for part in loc) or "settings"
+        problems.append((path, _reason(error["type"], error["msg"], loc), _source(loc, state)))
+    path, reason, source = problems[0]
+    if len(problems) > 1:
+        others = ", ".join(f"{p} [{s}]" if s else p for p, _, s in problems[1:6])
+        more = "" if len(problems) <= 6 else ", ..."
+        reason = f"{reason} (also invalid: {others}{more})"
+    return ConfigError(path, reason, source=source)
+
+
+def _reason(kind: str, message: str, loc: tuple[Any, ...]) -> str:
+    for noise in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(noise)
+    if kind == "extra_forbidden":
+        key = str(loc[-1]) if loc else "?"
+        model: type[BaseModel] = BusSettings
+        if len(loc) > 1:
+            model = SinkConfig if loc[0] == "sinks" else RouteRule
+        message = "unknown key; allowed: " + ", ".join(model.model_fields)
+        if _is_secret_name(key):
+            message += "; secrets never go in the config"
+            if f"{key}_env" in model.model_fields:
+                message += f": set {key}_env to the name of the environment variable holding it"
+    return message
+
+
+def _source(loc: tuple[Any, ...], state: _LoadState) -> str | None:
+    top = str(loc[0]) if loc else ""
+    if top in state.init_keys:
+        return "argument"
+    if top in state.env_vars:
+        return f"env {state.env_vars[top]}"
+    if top in state.file_keys and state.file_path is not None:
+        line = _find_line(state.file_text, loc)
+        return f"{state.file_path}:{line}" if line else str(state.file_path)
+    return None
+
+
+_HEADER_RE = re.compile(r"\s*(\[\[?)([^\[\]]+)(\]\]?)\s*(?:#.*)?")
+_KEY_PART = r"(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
+_KEY_RE = re.compile(rf"\s*({_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*=")
+
+
+def _split_key(text: str) -> tuple[str, ...]:
+    return tuple(part.strip("\"'") for part in re.findall(_KEY_PART, text))
+
+
+def _find_line(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best-effort line of ``loc`` (``("sinks", 1, "url")``) in TOML ``text``.
+
+    Tracks ``[table]`` / ``[[array]]`` headers (counting array elements) and
+    ``key =`` lines, then returns the line of the longest entry that is a prefix of
+    ``loc``: the key itself, else its table header, else the enclosing key.
+    """
+    target = tuple(loc)
+    arrays: dict[tuple[Any, ...], int] = {}
+    table: tuple[Any, ...] = ()
+    best: tuple[int, int] | None = None  # (length, line)
+    in_string = False
+
+    def consider(path: tuple[Any, ...], line: int) -> None:
+        nonlocal best
+        if target[: len(path)] == path and (best is None or len(path) > best[0]):
+            best = (len(path), line)
+
+    def resolve(parts: tuple[str, ...]) -> tuple[Any, ...]:
+        out: tuple[Any, ...] = ()
+        for part in parts:
+            out = (*out, part)
+            if out in arrays:
+                out = (*out, arrays[out])
+        return out
+
+    for number, line in enumerate(text.splitlines(), start=1):
+        if in_string:
+            in_string = (line.count('"""') + line.count("'''")) % 2 == 0
+            continue
+        header = _HEADER_RE.fullmatch(line)
+        if header and len(header.group(1)) == len(header.group(3)):
+            parts = _split_key(header.group(2))
+            if not parts:
+                continue
+            if header.group(1) == "[[":
+                base = (*resolve(parts[:-1]), parts[-1])
+                arrays[base] = arrays.get(base, -1) + 1
+                table = (*base, arrays[base])
+            else:
+                table = resolve(parts)
+            consider(table, number)
+            continue
+        key = _KEY_RE.match(line)
+        if key:
+            consider((*table, *_split_key(key.group(1))), number)
+            in_string = (line.count('"""') + line.count("'''")) % 2 == 1
+    return best[1] if best else None

@@ -1,0 +1,138 @@
+"""The envelope: ids, times, type names and the JSON wire format."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from mozaiks_bus import Event, InvalidEvent
+from mozaiks_bus.event import TYPE_RULE, new_event_id, validate_type
+
+HOSTILE_TYPES = [
+    "../../x",
+    "a b",
+    "*",
+    "chat.*",
+    "x{1}",
+    "a\r\nb",
+    "a\n",
+    "x" * 300,
+    "",
+    "Settings_updated",
+    "\u0455ettings_updated",  # Cyrillic dze looks like an 's'
+    "chat.run\u2024complete",  # one dot leader looks like '.'
+    "1abc",
+    "a..b",
+    "a.",
+    ".a",
+    "a-b",
+    "a:b",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_TYPES)
+def test_hostile_type_names_are_rejected_naming_the_rule(name: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        Event.create(name, {})
+    assert info.value.field == "type"
+    assert info.value.rule == TYPE_RULE
+    assert "^[a-z][a-z0-9_]*" in str(info.value)
+
+
+def test_non_string_type_is_rejected() -> None:
+    with pytest.raises(InvalidEvent, match="type: must be a string"):
+        validate_type(42)
+
+
+@pytest.mark.parametrize(
+    "name", ["settings_updated", "chat.usage_summary", "plugin.execution.complete", "a" * 128]
+)
+def test_valid_type_names_pass(name: str) -> None:
+    assert Event.create(name).type == name
+
+
+def test_type_of_129_characters_is_rejected() -> None:
+    with pytest.raises(InvalidEvent):
+        Event.create("a" * 129)
+
+
+def test_ids_are_unique_and_sort_by_creation() -> None:
+    ids = [new_event_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+
+
+def test_time_is_utc_and_naive_times_are_rejected() -> None:
+    event = Event.create("a.b")
+    assert event.time.tzinfo is UTC
+    plus_two = datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=2)))
+    assert Event.create("a.b", time=plus_two).time == datetime(2026, 1, 1, 10, tzinfo=UTC)
+    with pytest.raises(InvalidEvent, match="time"):
+        Event.create("a.b", time=datetime(2026, 1, 1))
+
+
+def test_json_round_trip_keeps_every_attribute() -> None:
+    event = Event.create(
+        "chat.usage_summary",
+        {"chat_id": "c1", "nested": {"n": [1, 2.5, None, True]}, "text": "héllo ✓"},
+        source="ai-runtime",
+        subject="c1",
+        correlationid="corr-1",
+        causationid="cause-1",
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        extensions={"tenant": "acme"},
+    )
+    wire = event.to_json()
+    decoded = Event.from_json(wire)
+    assert decoded == event
+    obj = json.loads(wire)
+    assert obj["specversion"] == "1.0"
+    assert obj["time"].endswith("Z")
+    assert obj["datacontenttype"] == "application/json"
+    assert obj["tenant"] == "acme"
+
+
+def test_data_is_kept_by_reference() -> None:
+    data = {"user_id": "u1"}
+    assert Event.create("settings_updated", data).data is data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"when": datetime.now(UTC)}, {"x": float("nan")}, {"obj": object()}, {1: "int key"}],
+)
+def test_non_json_data_fails_to_encode_with_invalid_event(data: dict[object, object]) -> None:
+    event = Event.create("a.b", data)  # type: ignore[arg-type]
+    with pytest.raises(InvalidEvent) as info:
+        event.to_json()
+    assert info.value.field == "data"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ("{not json", "event"),
+        ("[1, 2]", "event"),
+        ('{"type": "a.b", "specversion": "0.3"}', "specversion"),
+        ('{"type": "A"}', "type"),
+        ('{"type": "a.b", "data": [1]}', "data"),
+        ('{"type": "a.b", "time": "yesterday"}', "time"),
+        ('{"type": "a.b", "time": "2026-01-01T00:00:00"}', "time"),
+        ('{"type": "a.b", "datacontenttype": "text/plain"}', "datacontenttype"),
+        ('{"type": "a.b", "x": NaN}', "event"),
+        ('{"type": "a.b", "subject": "a\\nb"}', "subject"),
+        ('{"type": "a.b", "Bad-Ext": "v"}', "extensions"),
+    ],
+)
+def test_malformed_wire_events_name_the_field(raw: str, field: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        Event.from_json(raw)
+    assert info.value.field == field
+
+
+def test_error_messages_shorten_huge_values() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        Event.create("x" * 10_000)
+    assert len(str(info.value)) < 400
