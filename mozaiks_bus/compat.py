@@ -254,9 +254,7 @@ class EventBus:
         if not self._bridgeable(name, data):
             return
         try:
-            scopes = bus.routing.resolve(name, subject=_subject_of(name, data))
-            if scopes & _REMOTE:
-                bus.emit_remote(name, data, subject=_subject_of(name, data))
+            bus.emit_remote(name, data, subject=_subject_of(name, data))
         except InvalidEvent as exc:
             self._warn_once(name, f"stays local: {exc}")
 
@@ -266,6 +264,10 @@ class EventBus:
         except InvalidEvent:
             self._warn_once(name, "stays local: the name is not a valid bus event type")
             return False
+        bus = self._bus
+        if bus is None or bus.catalog.is_local_only(name) \
+                or not bus.routing.resolve(name, subject="chat") & _REMOTE:
+            return False  # routed local only: nothing to bridge, nothing to warn about
         if not isinstance(data, dict) or not is_json_safe(data):
             self._warn_once(name, "stays local: its data is not a JSON-safe object")
             return False
