@@ -27,14 +27,18 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar, overload
 
 from .catalog import CATALOG, Catalog
+from .consumer import ConsumerHandler, ConsumerSpec
 from .dispatch import Handler, LocalDispatcher
-from .errors import BusClosed, InvalidEvent, PublishFailed
+from .durable import DurableRuntime
+from .errors import BusClosed, ConfigError, InvalidEvent, PublishFailed
 from .event import Event
 from .loop_thread import LoopThread
 from .patterns import validate_pattern
+from .retry import RetryPolicy
 from .routing import RoutingTable, Scope
 from .settings import BusSettings, load_settings
 from .stats import BusStats
+from .streams import StreamInspector
 from .transport import Transport, create_transport
 
 __all__ = ["Bus"]
@@ -93,6 +97,10 @@ class Bus:
         self._loop_thread: LoopThread | None = None
         self._started: asyncio.Future[None] | None = None
         self._closed = False
+        self._background: set[asyncio.Task[Any]] = set()
+        self._durable: DurableRuntime | None = None
+        if self.transport.remote and config.broker_url:
+            self._durable = DurableRuntime(config.broker_url, config, self.stats)
 
     @classmethod
     def from_env(cls) -> Bus:
@@ -145,6 +153,53 @@ class Bus:
         if removed and self.transport.remote:
             self.transport.unwatch(pattern)
         return removed
+
+    # -- durable consumers -----------------------------------------------------------------
+
+    def consumer(
+        self,
+        pattern: str,
+        *,
+        group: str,
+        concurrency: int = 4,
+        max_deliveries: int = 5,
+        retry: RetryPolicy | None = None,
+        guard: bool = False,
+        start: str = "0",
+    ) -> Callable[[ConsumerHandler], ConsumerHandler]:
+        """Decorator: a durable handler in consumer group ``group`` (one per service).
+
+        Return = ack; raise = retry with backoff, then dead letter after
+        ``max_deliveries`` (see :mod:`mozaiks_bus.consumer` for the whole contract).
+        Without a broker the handler is a plain local subscriber (no retry, nothing
+        persisted), so the same code runs on a laptop with no Redis.
+        """
+
+        def register(func: ConsumerHandler) -> ConsumerHandler:
+            self._check_open()
+            spec = ConsumerSpec(
+                pattern, group, func, concurrency=concurrency, max_deliveries=max_deliveries,
+                retry=retry or RetryPolicy(), guard=guard, start=start,
+            )
+            if self._durable is None:
+                if spec.wants_delivery:
+                    raise ConfigError("broker_url", "a consumer taking a Delivery needs a "
+                                      "broker (durable streams live in Redis)")
+                self._dispatcher.subscribe(pattern, func)
+                return func
+            self._durable.add(spec)
+            if self._started is not None:
+                self._soon(self._durable.start())
+            return func
+
+        return register
+
+    @property
+    def streams(self) -> StreamInspector:
+        """Lag, pending, dead letters and replay of the durable streams (needs a broker)."""
+        if self._durable is None:
+            raise ConfigError("broker_url", "durable streams need a broker (redis://...)")
+        return self._durable.inspector
 
     # -- publishing ---------------------------------------------------------------------
 
@@ -249,6 +304,8 @@ class Bus:
             await self._on_bus_loop(self._dispatcher.drain(timeout))
             await self._on_bus_loop(self._remote_only.drain(timeout))
             if self._started is not None:
+                if self._durable is not None:
+                    await self._on_bus_loop(self._durable.stop(timeout))
                 await self._on_bus_loop(self.transport.stop())
         if self._loop_thread is not None:
             await asyncio.to_thread(self._loop_thread.stop)
@@ -327,6 +384,8 @@ class Bus:
             self._started = loop.create_future()
             try:
                 await self.transport.start(self._on_remote)
+                if self._durable is not None:
+                    await self._durable.start()
             except BaseException as exc:
                 started, self._started = self._started, None
                 started.set_exception(exc)
@@ -349,10 +408,18 @@ class Bus:
             except Exception as exc:  # noqa: BLE001  # counted and retried by the transport
                 logger.warning("transport did not start: %s", exc)
 
+        self._soon(_start(), loop)
+
+    def _soon(self, coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop | None = None
+              ) -> None:
+        """Run ``coro`` on the bus loop without waiting for it (from any thread)."""
+        loop = loop or self._loop()
         if _running_loop() is loop:
-            loop.create_task(_start())
+            task = loop.create_task(coro)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         else:
-            asyncio.run_coroutine_threadsafe(_start(), loop)
+            asyncio.run_coroutine_threadsafe(coro, loop)
 
     def _on_remote(self, event: Event) -> None:
         """Called by the transport for each event from another process."""

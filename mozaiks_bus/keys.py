@@ -12,6 +12,8 @@ method                         name                               cluster slot o
 ``processed_ids(g, t)``        ``P:processed:g:{t}``              type ``t``
 ``fanout_channel(t)``          ``P:fanout:t``                     whole name
 ``fanout_pattern()``           ``P:fanout:*``                     (PSUBSCRIBE)
+``fanout_subscription(p)``     ``P:fanout:p``                     (PSUBSCRIBE)
+``stream_index()``             ``P:streams`` (set of types)       whole name
 ``ui_channel(c)``              ``P:ui:{c'}``                      chat ``c``
 ``ui_history(c)``              ``P:ui-history:{c'}``              chat ``c``
 ``dedupe(i)``                  ``P:dedupe:{i'}``                  event id ``i``
@@ -50,6 +52,7 @@ from urllib.parse import quote
 
 from .errors import ConfigError, InvalidEvent
 from .event import validate_type
+from .patterns import validate_pattern
 
 __all__ = ["MAX_ID_LENGTH", "Keys"]
 
@@ -106,6 +109,14 @@ class Keys:
     def fanout_channel(self, type_name: str) -> str:
         """The pub/sub channel of one event type (one channel per type)."""
         return f"{self.prefix}:fanout:{validate_type(type_name)}"
+
+    def fanout_subscription(self, pattern: str) -> str:
+        """The PSUBSCRIBE pattern for a subscription pattern (see mozaiks_bus.patterns)."""
+        return f"{self.prefix}:fanout:{validate_pattern(pattern)}"
+
+    def stream_index(self) -> str:
+        """A set of the event types that have a durable stream (no KEYS/SCAN needed)."""
+        return f"{self.prefix}:streams"
 
     def fanout_pattern(self) -> str:
         """A PSUBSCRIBE pattern matching every fan-out channel of this prefix."""

@@ -1,14 +1,17 @@
-"""The Redis transport: fan-out over pub/sub, with a batching background sender.
+"""The Redis transport: fan-out over pub/sub and durable XADD, with a batching sender.
 
 Contract:
 
 * **Sending.** ``send_nowait`` (behind ``Bus.emit``) appends to a bounded buffer and
-  returns; one sender task drains the buffer into pipelines. When the buffer is full
-  the ``emit_drop_policy`` drops the oldest (or the newest) event. A batch that Redis
-  did not take is dropped, counted (``dropped_remote``) and logged, never retried:
-  fan-out is at most once, and a resend could duplicate what Redis had already
-  published before the link failed. The sender then backs off (bounded) and goes on
-  with what is buffered, so after Redis returns new events flow without a restart.
+  returns; one sender task drains the buffer into pipelines: ``PUBLISH`` for the
+  fan-out scope, ``XADD`` (``MAXLEN ~ stream_hard_max_len``) plus the stream index for
+  the durable scope. When the buffer is full the ``emit_drop_policy`` drops the oldest
+  (or the newest) event. In a batch Redis did not take, fan-out-only events are
+  dropped, counted (``dropped_remote``) and logged, never retried: fan-out is at most
+  once, and a resend could duplicate what Redis had already published before the link
+  failed; durable events go back to the front of the buffer (at least once). The
+  sender then backs off (bounded) and goes on with what is buffered, so after Redis
+  returns new events flow without a restart.
   ``send`` (behind ``await Bus.publish``) waits for its own pipeline reply; concurrent
   sends are coalesced into one pipeline per loop turn.
 * **Receiving.** One pub/sub connection per transport, shared by every local
@@ -52,6 +55,7 @@ from .patterns import compile_pattern
 from .routing import Scope
 from .settings import BusSettings
 from .stats import BusStats
+from .streams import FIELD_EVENT
 from .transport import RemoteDeliver
 
 __all__ = ["RECONNECTED_EVENT", "RedisTransport"]
@@ -192,7 +196,7 @@ class RedisTransport:
         asyncio.get_running_loop().create_task(apply())
 
     def _channel_pattern(self, pattern: str) -> str:
-        return f"{self.settings.prefix}:fanout:{pattern}"
+        return self.keys.fanout_subscription(pattern)
 
     # -- sending ------------------------------------------------------------------------
 
@@ -272,10 +276,8 @@ class RedisTransport:
             await pipe.execute()
         except (rexc.RedisError, OSError) as exc:
             error = translate_redis_error(exc, action="publish", url=self.url)
-            lost = sum(1 for item in batch if item.future is None)
-            if lost:
-                self.stats.incr("dropped_remote", lost)
-            logger.warning("Redis did not take %d events (%d dropped): %s",
+            lost = self._requeue_durable(batch)
+            logger.warning("Redis did not take %d events (%d fan-out-only dropped): %s",
                            len(batch), lost, error)
             for item in batch:
                 if item.future is not None and not item.future.done():
@@ -288,9 +290,32 @@ class RedisTransport:
         return True
 
     def _add_commands(self, pipe: Any, item: _Outgoing) -> None:
+        type_name = item.event.type
+        if item.scopes & Scope.DURABLE:
+            pipe.xadd(self.keys.stream(type_name), {FIELD_EVENT: item.payload},
+                      maxlen=self.settings.stream_hard_max_len, approximate=True)
+            pipe.sadd(self.keys.stream_index(), type_name)
         if item.scopes & Scope.FANOUT:
-            pipe.publish(self.keys.fanout_channel(item.event.type),
-                         self.origin + "|" + item.payload)
+            pipe.publish(self.keys.fanout_channel(type_name), self.origin + "|" + item.payload)
+
+    def _requeue_durable(self, batch: list[_Outgoing]) -> int:
+        """After a failed batch: emitted durable events go back to the front of the
+        buffer (at least once; the event id dedupes); fan-out-only ones are dropped (at
+        most once: Redis may have published them before the link failed). Returns how
+        many were dropped."""
+        dropped = 0
+        with self._buffer_lock:
+            for item in reversed(batch):
+                if item.future is not None:
+                    continue
+                if item.scopes & Scope.DURABLE and \
+                        len(self._buffer) < self.settings.emit_buffer_size:
+                    self._buffer.appendleft(item)
+                else:
+                    dropped += 1
+        if dropped:
+            self.stats.incr("dropped_remote", dropped)
+        return dropped
 
     def _fail_confirmed(self, error: BaseException) -> None:
         with self._buffer_lock:

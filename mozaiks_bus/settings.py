@@ -60,12 +60,20 @@ __all__ = [
     "BUILTIN_SINK_FORMATS",
     "CONFIG_ENV",
     "DEFAULT_CONFIG_FILE",
+    "DEFAULT_CONSUMER_BLOCK_MS",
+    "DEFAULT_CONSUMER_CLAIM_INTERVAL_S",
+    "DEFAULT_CONSUMER_MIN_IDLE_S",
     "DEFAULT_EMIT_BUFFER_SIZE",
     "DEFAULT_EMIT_DROP_POLICY",
     "DEFAULT_HEALTH_CHECK_INTERVAL_S",
     "DEFAULT_PREFIX",
+    "DEFAULT_PROCESSED_TTL_S",
     "DEFAULT_PUBLISH_TIMEOUT_S",
+    "DEFAULT_RETENTION_INTERVAL_S",
     "DEFAULT_SERVICE",
+    "DEFAULT_STREAM_HARD_MAX_LEN",
+    "DEFAULT_STREAM_MAX_AGE_S",
+    "DEFAULT_STREAM_MAX_LEN",
     "DEFAULT_SUBSCRIBER_QUEUE_SIZE",
     "ENV_PREFIX",
     "BusSettings",
@@ -88,6 +96,14 @@ DEFAULT_EMIT_DROP_POLICY: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
 DEFAULT_SUBSCRIBER_QUEUE_SIZE = 10_000
 DEFAULT_PUBLISH_TIMEOUT_S = 5.0
 DEFAULT_HEALTH_CHECK_INTERVAL_S = 5.0
+DEFAULT_STREAM_MAX_LEN = 100_000
+DEFAULT_STREAM_MAX_AGE_S = 7 * 24 * 3600.0
+DEFAULT_STREAM_HARD_MAX_LEN = 1_000_000
+DEFAULT_RETENTION_INTERVAL_S = 30.0
+DEFAULT_CONSUMER_BLOCK_MS = 1000
+DEFAULT_CONSUMER_MIN_IDLE_S = 30.0
+DEFAULT_CONSUMER_CLAIM_INTERVAL_S = 5.0
+DEFAULT_PROCESSED_TTL_S = 24 * 3600.0
 
 BUILTIN_SINK_FORMATS = ("cloudevents", "data")
 BROKER_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "memory")
@@ -399,6 +415,22 @@ class BusSettings(BaseSettings):
     health_check_interval_s: float = Field(
         default=DEFAULT_HEALTH_CHECK_INTERVAL_S, gt=0, allow_inf_nan=False
     )
+    # durable streams (see mozaiks_bus.consumer and mozaiks_bus.retention)
+    consumer_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
+    stream_max_len: int = Field(default=DEFAULT_STREAM_MAX_LEN, gt=0)
+    stream_max_age_s: float = Field(default=DEFAULT_STREAM_MAX_AGE_S, gt=0, allow_inf_nan=False)
+    stream_hard_max_len: int = Field(default=DEFAULT_STREAM_HARD_MAX_LEN, gt=0)
+    retention_interval_s: float = Field(
+        default=DEFAULT_RETENTION_INTERVAL_S, gt=0, allow_inf_nan=False
+    )
+    consumer_block_ms: int = Field(default=DEFAULT_CONSUMER_BLOCK_MS, ge=10)
+    consumer_min_idle_s: float = Field(
+        default=DEFAULT_CONSUMER_MIN_IDLE_S, gt=0, allow_inf_nan=False
+    )
+    consumer_claim_interval_s: float = Field(
+        default=DEFAULT_CONSUMER_CLAIM_INTERVAL_S, gt=0, allow_inf_nan=False
+    )
+    processed_ttl_s: float = Field(default=DEFAULT_PROCESSED_TTL_S, gt=0, allow_inf_nan=False)
 
     _config_file: Path | None = PrivateAttr(default=None)
     _REPR_MASKED: ClassVar[str] = "broker_url"

@@ -1,0 +1,280 @@
+"""Durable streams: entry format, consumer groups, inspection, replay and dead letters.
+
+One stream per event type (``keys.stream(type)``), each entry one event:
+``e`` = the CloudEvent JSON, and on a targeted replay ``g`` = the only group that
+should handle it (other groups ack and skip it). A type's dead-letter stream
+(``keys.dead_letter_stream(type)``) holds ``e``, ``error``, ``group``, ``deliveries``,
+``dead_at`` (ms), ``source_id`` and ``consumer``.
+
+Groups are created at id ``0`` with MKSTREAM (BUSYGROUP counts as success), so a
+group never skips events published before its first consumer started.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from .connection import is_busygroup, redis_errors
+from .errors import InvalidEvent, MozaiksBusError
+from .event import Event
+from .keys import Keys
+
+__all__ = [
+    "DeadLetter",
+    "GroupInfo",
+    "StreamInfo",
+    "StreamInspector",
+    "decode_entry",
+    "ensure_group",
+    "id_for_time",
+    "id_millis",
+]
+
+FIELD_EVENT = b"e"
+FIELD_GROUP = b"g"
+
+
+def id_millis(entry_id: bytes | str) -> int:
+    """The millisecond timestamp part of a stream id."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.split("-", 1)[0])
+
+
+def id_for_time(moment: datetime) -> str:
+    """The smallest stream id at or after ``moment`` (for replay from a time)."""
+    if moment.tzinfo is None:
+        raise InvalidEvent("from_time", "must be timezone-aware", value=moment)
+    return f"{int(moment.timestamp() * 1000)}-0"
+
+
+def decode_entry(fields: dict[bytes, bytes]) -> tuple[Event, str | None]:
+    """The event of a stream entry and its replay target group (None: every group)."""
+    raw = fields.get(FIELD_EVENT)
+    if raw is None:
+        raise InvalidEvent("entry", "has no 'e' field (not written by mozaiks-bus)")
+    target = fields.get(FIELD_GROUP)
+    return Event.from_json(raw), None if target is None else target.decode()
+
+
+async def ensure_group(client: Redis, stream: str, group: str, *, start: str = "0") -> bool:
+    """Create ``group`` on ``stream`` at ``start`` (MKSTREAM); False if it existed."""
+    async with redis_errors("create consumer group"):
+        try:
+            await client.xgroup_create(stream, group, id=start, mkstream=True)
+        except Exception as exc:
+            if is_busygroup(exc):
+                return False
+            raise
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """One consumer group's progress on one stream."""
+
+    name: str
+    consumers: int
+    pending: int
+    last_delivered_id: str
+    lag: int | None
+    oldest_pending_id: str | None
+    oldest_pending_age_s: float | None
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready."""
+        return {field: getattr(self, field) for field in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """A durable stream: its length, bounds and groups."""
+
+    type: str
+    key: str
+    length: int
+    first_id: str | None
+    last_id: str | None
+    entries_added: int
+    groups: tuple[GroupInfo, ...]
+    dead_letters: int
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready."""
+        out: dict[str, object] = {f: getattr(self, f) for f in self.__slots__ if f != "groups"}
+        out["groups"] = [group.to_dict() for group in self.groups]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One dead-lettered event and why it died."""
+
+    id: str
+    type: str
+    event: dict[str, Any]
+    error: str
+    group: str
+    deliveries: int
+    dead_at_ms: int
+    source_id: str
+    consumer: str
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready."""
+        return {field: getattr(self, field) for field in self.__slots__}
+
+
+class StreamInspector:
+    """Read-side operations on the durable streams of one install (admin, CLI, tests)."""
+
+    def __init__(self, client: Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    async def types(self) -> list[str]:
+        """Event types with a durable stream, sorted."""
+        async with redis_errors("list streams"):
+            members = await self.client.smembers(self.keys.stream_index())
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+    async def stream(self, type_name: str) -> StreamInfo:
+        """Length, bounds, groups (lag, pending, oldest pending age) and dead letters."""
+        key = self.keys.stream(type_name)
+        async with redis_errors("inspect stream"):
+            if not await self.client.exists(key):
+                return StreamInfo(type_name, key, 0, None, None, 0, (), 0)
+            info = await self.client.xinfo_stream(key)
+            raw_groups = await self.client.xinfo_groups(key)
+            groups = [await self._group(key, g) for g in raw_groups]
+            dead = await self.client.xlen(self.keys.dead_letter_stream(type_name))
+        first, last = info.get("first-entry"), info.get("last-entry")
+        return StreamInfo(
+            type=type_name, key=key, length=int(info["length"]),
+            first_id=_text(first[0]) if first else None,
+            last_id=_text(last[0]) if last else None,
+            entries_added=int(info.get("entries-added", info["length"])),
+            groups=tuple(groups), dead_letters=int(dead),
+        )
+
+    async def _group(self, key: str, raw: dict[str, Any]) -> GroupInfo:
+        name = _text(raw["name"])
+        summary = await self.client.xpending(key, name)
+        oldest = summary.get("min") if summary and summary.get("pending") else None
+        age = None if oldest is None else max(0.0, time.time() - id_millis(oldest) / 1000)
+        lag = raw.get("lag")
+        return GroupInfo(
+            name=name, consumers=int(raw["consumers"]), pending=int(raw["pending"]),
+            last_delivered_id=_text(raw["last-delivered-id"]),
+            lag=None if lag is None else int(lag),
+            oldest_pending_id=None if oldest is None else _text(oldest),
+            oldest_pending_age_s=None if age is None else round(age, 3),
+        )
+
+    async def streams(self) -> list[StreamInfo]:
+        """Every durable stream of this install."""
+        return [await self.stream(type_name) for type_name in await self.types()]
+
+    async def dead_letters(
+        self, type_names: Iterable[str] | None = None, *, limit: int = 100
+    ) -> list[DeadLetter]:
+        """Dead letters, newest first, across ``type_names`` (default: every type)."""
+        names = list(type_names) if type_names is not None else await self.types()
+        found: list[DeadLetter] = []
+        async with redis_errors("list dead letters"):
+            for name in names:
+                rows: Any = await self.client.xrevrange(
+                    self.keys.dead_letter_stream(name), count=limit
+                )
+                found.extend(_dead_letter(name, entry_id, fields) for entry_id, fields in rows)
+        found.sort(key=lambda dl: dl.id, reverse=True)
+        return found[:limit]
+
+    async def dead_letter(self, type_name: str, entry_id: str) -> DeadLetter | None:
+        """One dead letter by its id in the type's dead-letter stream."""
+        async with redis_errors("read dead letter"):
+            rows: Any = await self.client.xrange(
+                self.keys.dead_letter_stream(type_name), min=entry_id, max=entry_id
+            )
+        return _dead_letter(type_name, *rows[0]) if rows else None
+
+    async def replay_dead_letter(self, type_name: str, entry_id: str) -> str:
+        """Put a dead letter back on its stream for its group only; returns the new id.
+
+        The event keeps its id (the idempotency key); other groups skip the copy. The
+        dead letter is removed in the same transaction (one slot: both keys carry the
+        type's hash tag).
+        """
+        letter = await self.dead_letter(type_name, entry_id)
+        if letter is None:
+            raise MozaiksBusError(f"no dead letter {entry_id} for {type_name}")
+        event_json = Event.from_dict(letter.event).to_json()
+        async with redis_errors("replay dead letter"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xadd(self.keys.stream(type_name),
+                      {FIELD_EVENT: event_json, FIELD_GROUP: letter.group})
+            pipe.xdel(self.keys.dead_letter_stream(type_name), entry_id)
+            new_id, _ = await pipe.execute()
+        return _text(new_id)
+
+    async def delete_dead_letter(self, type_name: str, entry_id: str) -> bool:
+        """Delete one dead letter; False if it was not there."""
+        async with redis_errors("delete dead letter"):
+            removed = await self.client.xdel(self.keys.dead_letter_stream(type_name), entry_id)
+        return bool(removed)
+
+    async def replay_group(
+        self, type_name: str, group: str, *, from_id: str | None = None,
+        from_time: datetime | None = None,
+    ) -> str:
+        """Move ``group``'s read position back (or forward) to an id or a time.
+
+        Entries after that position are delivered again to the group (handlers must
+        tolerate redelivery; the event id is the idempotency key). Returns the id set.
+        """
+        if (from_id is None) == (from_time is None):
+            raise InvalidEvent("replay", "give exactly one of from_id and from_time")
+        position = from_id if from_id is not None else id_for_time(from_time)  # type: ignore[arg-type]
+        start = _previous_id(position)
+        key = self.keys.stream(type_name)
+        async with redis_errors("replay group"):
+            if not await ensure_group(self.client, key, Keys.group(group), start=start):
+                await self.client.xgroup_setid(key, group, start)
+        return start
+
+
+def _previous_id(entry_id: str) -> str:
+    """The id just before ``entry_id``, so that ``entry_id`` itself is read again."""
+    if entry_id in {"0", "0-0"}:
+        return "0"
+    try:
+        millis, _, seq = entry_id.partition("-")
+        ms, sq = int(millis), int(seq or 0)
+    except ValueError:
+        raise InvalidEvent("from_id", "must be a stream id like 1700000000000-0",
+                           value=entry_id) from None
+    if sq > 0:
+        return f"{ms}-{sq - 1}"
+    return "0" if ms == 0 else f"{ms - 1}-18446744073709551615"
+
+
+def _dead_letter(type_name: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> DeadLetter:
+    return DeadLetter(
+        id=_text(entry_id), type=type_name,
+        event=json.loads(fields.get(b"e", b"{}")),
+        error=_text(fields.get(b"error", b"")), group=_text(fields.get(b"group", b"")),
+        deliveries=int(fields.get(b"deliveries", b"0")),
+        dead_at_ms=int(fields.get(b"dead_at", b"0")),
+        source_id=_text(fields.get(b"source_id", b"")),
+        consumer=_text(fields.get(b"consumer", b"")),
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
