@@ -6,8 +6,8 @@ with the subscriber in another process (spawn context, so no shared GIL):
 * **throughput**: ``events`` CloudEvent-sized (~310 byte) ``settings_updated`` events
   as fast as the publisher can; events/s from the first publish (wall clock, publisher)
   to the last receipt (wall clock, subscriber). raw: ``json.dumps`` + PUBLISH in
-  pipelines of 512; mozaiks: ``bus.emit`` in a loop, ``await asyncio.sleep(0)`` every
-  512 emits so the background sender runs.
+  pipelines of 512, each awaited; mozaiks: ``bus.emit`` in a loop and ``await
+  bus.flush()`` every 512 emits (the bus's backpressure, as raw awaits its pipeline).
 * **latency**: ``rate`` events/s for ``duration_s``, paced (not a burst); the publisher
   puts ``time.time_ns()`` in the data, the subscriber subtracts it from its own
   ``time.time_ns()`` on receipt (same machine, same clock). raw: one awaited PUBLISH per
@@ -241,7 +241,7 @@ async def _publish_mozaiks(
             for seq in range(n):
                 bus.emit(EVENT_TYPE, _data(seq))
                 if seq % yield_every == yield_every - 1:
-                    await asyncio.sleep(0)
+                    await bus.flush()
         else:
             async def send(seq: int) -> None:
                 bus.emit(EVENT_TYPE, _data(seq, time.time_ns()))
@@ -400,7 +400,7 @@ def run(
     """Run both measurements and return the figures (medians over ``repeats`` rounds).
 
     ``url=None`` starts a private ``redis-server`` on a free 127.0.0.1 port for the
-    run. ``yield_every``: the mozaiks throughput publisher awaits ``asyncio.sleep(0)``
+    run. ``yield_every``: the mozaiks throughput publisher awaits ``bus.flush()``
     after this many emits (what the sender gets of the loop). With ``profile_dir``, one
     extra mozaiks round of each measurement runs under cProfile (publisher and
     subscriber; ``*.prof`` files there) and is not counted in the figures.
@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=60.0, help="per phase, seconds")
     parser.add_argument("--yield-every", type=int, default=YIELD_EVERY,
-                        help="mozaiks throughput publisher: sleep(0) after this many emits")
+                        help="mozaiks throughput publisher: flush() after this many emits")
     parser.add_argument("--profile", metavar="DIR", help="also write cProfile *.prof files")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = parser.parse_args(argv)

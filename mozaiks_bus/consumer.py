@@ -90,13 +90,14 @@ class ConsumerSpec:
 
     @property
     def wants_delivery(self) -> bool:
-        """Whether the handler takes a second (Delivery) parameter."""
+        """Whether the handler takes a second required (Delivery) parameter."""
         try:
             params = list(inspect.signature(self.handler).parameters.values())
         except (TypeError, ValueError):
             return False
-        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        return len(positional) >= 2
+        required = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                    and p.default is p.empty]
+        return len(required) >= 2
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import uuid6
+import uuid_utils
 
 from .errors import InvalidEvent
 
@@ -51,7 +51,13 @@ _CORE_ATTRIBUTES = frozenset(
     {"specversion", "id", "type", "source", "time", "subject", "datacontenttype", "data"}
 )
 _EXTENSION_NAME_RE = re.compile(r"[a-z0-9]{1,20}")
+_WIRE_OPTIONAL = ("subject", *EXTENSION_ATTRIBUTES)
+_WIRE_KEYS = frozenset(
+    {"specversion", "id", "type", "source", "time", "datacontenttype", "data", *_WIRE_OPTIONAL}
+)
 _MAX_ID_LENGTH = 256
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # ASCII: the fast C path
 JSON_RULE = (
     "must be JSON-serialisable for a remote scope: only objects with string keys, "
     "arrays, strings, finite numbers, booleans and null (no datetimes or other objects)"
@@ -70,7 +76,7 @@ def validate_type(type_name: object) -> str:
 
 def new_event_id() -> str:
     """A new UUIDv7 string: unique, and ordered by creation time within a process."""
-    return str(uuid6.uuid7())
+    return str(uuid_utils.uuid7())
 
 
 def _utcnow() -> datetime:
@@ -84,7 +90,7 @@ def _check_text(name: str, value: object, *, required: bool, limit: int) -> None
         raise InvalidEvent(name, "must be a non-empty string", value=value)
     if len(value) > limit:
         raise InvalidEvent(name, f"must be at most {limit} characters", value=value)
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+    if _CONTROL_RE.search(value) is not None:
         raise InvalidEvent(name, "must not contain control characters", value=value)
 
 
@@ -202,9 +208,7 @@ class Event:
         if not is_json_safe(self.data):
             raise InvalidEvent("data", JSON_RULE)
         try:
-            return json.dumps(
-                self.to_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-            )
+            return _ENCODER.encode(self.to_dict())
         except (TypeError, ValueError) as exc:
             raise InvalidEvent("data", f"{JSON_RULE}: {exc}") from None
 
@@ -212,10 +216,43 @@ class Event:
     def from_json(cls, raw: str | bytes) -> Event:
         """Decode a structured-mode CloudEvent; raises InvalidEvent when malformed."""
         try:
-            obj = json.loads(raw, parse_constant=_reject_constant)
+            obj = _DECODER.decode(raw.decode() if isinstance(raw, bytes) else raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidEvent("event", f"must be valid JSON: {exc}") from None
         return cls.from_dict(obj)
+
+    @classmethod
+    def from_wire(cls, raw: str | bytes) -> Event:
+        """Decode an event that a mozaiks-bus transport wrote into this install's keys.
+
+        A fast path for what :meth:`to_json` produced (the shape is checked, the type
+        name validated, the time parsed); anything else goes through the full
+        :meth:`from_json` checks. Input from outside (HTTP) must use :meth:`from_json`.
+        """
+        try:
+            obj = _DECODER.decode(raw.decode() if isinstance(raw, bytes) else raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidEvent("event", f"must be valid JSON: {exc}") from None
+        if type(obj) is not dict or not obj.keys() <= _WIRE_KEYS:
+            return cls.from_dict(obj)
+        type_name, event_id, source, data = (
+            obj.get("type"), obj.get("id"), obj.get("source"), obj.get("data"),
+        )
+        if (
+            obj.get("specversion") != SPECVERSION
+            or obj.get("datacontenttype") != "application/json"
+            or type(type_name) is not str or _TYPE_RE.fullmatch(type_name) is None
+            or type(event_id) is not str or not event_id
+            or type(source) is not str or not source
+            or type(data) is not dict
+            or any(type(obj.get(name, "")) is not str for name in _WIRE_OPTIONAL)
+        ):
+            return cls.from_dict(obj)
+        return cls(
+            type=type_name, source=source, id=event_id, time=parse_time(obj.get("time")),
+            data=data, subject=obj.get("subject"), correlationid=obj.get("correlationid"),
+            causationid=obj.get("causationid"), traceparent=obj.get("traceparent"),
+        )
 
     @classmethod
     def from_dict(cls, obj: object) -> Event:
@@ -255,7 +292,9 @@ class Event:
 
 def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with a ``Z`` suffix and microseconds."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_time(value: object) -> datetime:
@@ -291,19 +330,32 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # NaN/Infinity are not JSON
+
+
 def is_json_safe(value: object, _depth: int = 0) -> bool:
     """True when ``value`` is made only of JSON types (no NaN/inf, str keys)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
     if _depth > 64:
         return False
-    if value is None or isinstance(value, str | bool | int):
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str and not isinstance(key, str):
+                return False
+            item_kind = type(item)
+            if item_kind is str or item_kind is int or item_kind is bool or item is None:
+                continue
+            if not is_json_safe(item, _depth + 1):
+                return False
         return True
+    if kind is list or kind is tuple:
+        return all(is_json_safe(item, _depth + 1) for item in value)  # type: ignore[attr-defined]
     if isinstance(value, float):
         return math.isfinite(value)
-    if isinstance(value, list | tuple):
-        return all(is_json_safe(item, _depth + 1) for item in value)
-    if isinstance(value, dict):
-        return all(
-            isinstance(key, str) and is_json_safe(item, _depth + 1)
-            for key, item in value.items()
-        )
+    if isinstance(value, str | int):  # subclasses such as str/int enums encode as their base
+        return True
+    if isinstance(value, dict | list | tuple):
+        return is_json_safe(dict(value) if isinstance(value, dict) else list(value), _depth)
     return False

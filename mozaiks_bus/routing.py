@@ -127,6 +127,7 @@ class RoutingTable:
             compiled.extend((Pattern(text), scope) for text, scope in DEFAULT_RULES)
         self._rules = tuple(compiled)
         self._cache: dict[str, Route] = {}
+        self._resolved: dict[tuple[str, bool], Scope] = {}
 
     @property
     def rules(self) -> tuple[tuple[str, Scope], ...]:
@@ -161,6 +162,20 @@ class RoutingTable:
         ``True`` adds a scope, ``False`` removes it, ``None`` keeps the table's choice.
         The ui scope is dropped when the event has no ``subject`` to name the chat.
         """
+        if fanout is None and durable is None and ui is None:
+            key = (type_name, subject is not None)
+            cached = self._resolved.get(key)
+            if cached is None:
+                cached = self._resolve(type_name, subject, None, None, None)
+                if len(self._resolved) < 8192:
+                    self._resolved[key] = cached
+            return cached
+        return self._resolve(type_name, subject, fanout, durable, ui)
+
+    def _resolve(
+        self, type_name: str, subject: str | None, fanout: bool | None,
+        durable: bool | None, ui: bool | None,
+    ) -> Scope:
         scopes = self.route(type_name).scopes
         for flag, override in ((Scope.FANOUT, fanout), (Scope.DURABLE, durable), (Scope.UI, ui)):
             if override is True:

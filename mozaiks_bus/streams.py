@@ -60,7 +60,7 @@ def decode_entry(fields: dict[bytes, bytes]) -> tuple[Event, str | None]:
     if raw is None:
         raise InvalidEvent("entry", "has no 'e' field (not written by mozaiks-bus)")
     target = fields.get(FIELD_GROUP)
-    return Event.from_json(raw), None if target is None else target.decode()
+    return Event.from_wire(raw), None if target is None else target.decode()
 
 
 async def ensure_group(client: Redis, stream: str, group: str, *, start: str = "0") -> bool:

@@ -45,6 +45,9 @@ class Transport(Protocol):
     async def send(self, event: Event, payload: str, scopes: Scope) -> None:
         """Send/store ``event`` and return once the broker took it, else raise."""
 
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until what ``send_nowait`` buffered was sent or dropped."""
+
     def health(self) -> dict[str, object]:
         """Connection state for readiness probes and metrics."""
 
@@ -71,6 +74,10 @@ class LocalTransport:
 
     async def send(self, event: Event, payload: str, scopes: Scope) -> None:
         """Local only: nothing leaves the process."""
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Nothing is ever buffered."""
+        return True
 
     def health(self) -> dict[str, object]:
         """Always healthy: there is nothing to be unhealthy about."""
