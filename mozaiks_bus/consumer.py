@@ -60,6 +60,8 @@ __all__ = ["ConsumerSpec", "Delivery", "GroupConsumer", "default_consumer_name"]
 logger = logging.getLogger("mozaiks_bus.consumer")
 ConsumerHandler = Callable[..., Any]
 BACKOFF_MAX_S = 2.0
+SWEEP_INTERVAL_S = 60.0
+DEAD_CONSUMER_IDLE_S = 3600.0
 
 
 def default_consumer_name(service: str) -> str:
@@ -262,7 +264,7 @@ class GroupConsumer:
                     count=taken, block=None if recovering else self.settings.consumer_block_ms,
                 )
             except rexc.ResponseError as exc:
-                if "NOGROUP" in str(exc):
+                if _group_vanished(exc):
                     await self._recreate_group(key)
                     continue
                 logger.error("reading %s failed: %s", key, exc)
@@ -397,12 +399,41 @@ class GroupConsumer:
         if not self.spec.guard and delivery._tx is None:
             await self._client.xack(entry.key, self.spec.group, entry.sid)
             return
-        pipe = delivery._tx or self._client.pipeline(transaction=True)
-        if self.spec.guard:
-            processed = self.keys.processed_ids(self.spec.group, entry.type_name)
-            pipe.zadd(processed, {event.id: time.time()})
-        pipe.xack(entry.key, self.spec.group, entry.sid)
-        await pipe.execute()
+        commands = [] if delivery._tx is None else list(delivery._tx.command_stack)
+        if not self.spec.guard:
+            pipe = self._client.pipeline(transaction=True)
+            for args, options in commands:
+                pipe.execute_command(*args, **options)
+            pipe.xack(entry.key, self.spec.group, entry.sid)
+            await pipe.execute()
+            return
+        await self._ack_guarded(entry, event, commands)
+
+    async def _ack_guarded(
+        self, entry: _Entry, event: Event, commands: list[tuple[Any, Any]]
+    ) -> None:
+        """Commit effects + processed mark + ack, unless the id was committed meanwhile
+        (a second copy of the same id handled concurrently): WATCH makes that check and
+        the commit one atomic step."""
+        processed = self.keys.processed_ids(self.spec.group, entry.type_name)
+        async with self._client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(processed)
+                    if await pipe.zscore(processed, event.id) is not None:
+                        await pipe.unwatch()  # type: ignore[no-untyped-call]
+                        await self._client.xack(entry.key, self.spec.group, entry.sid)
+                        self.stats.incr("duplicates")
+                        return
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    for args, options in commands:
+                        pipe.execute_command(*args, **options)
+                    pipe.zadd(processed, {event.id: time.time()})
+                    pipe.xack(entry.key, self.spec.group, entry.sid)
+                    await pipe.execute()
+                    return
+                except rexc.WatchError:
+                    continue
 
     async def _dead_letter(self, entry: _Entry, error: str, deliveries: int) -> None:
         fields = entry.fields or {}
@@ -452,6 +483,7 @@ class GroupConsumer:
         interval = self.settings.consumer_claim_interval_s
         touch_every = self.settings.consumer_min_idle_s / 3
         last_touch = last_claim = 0.0
+        last_sweep = time.monotonic()
         while True:
             await asyncio.sleep(min(interval, touch_every, 1.0))
             now = time.monotonic()
@@ -464,8 +496,31 @@ class GroupConsumer:
                     await self._discover()
                     for type_name in list(self._readers):
                         await self._claim_abandoned(type_name)
+                if now - last_sweep >= min(SWEEP_INTERVAL_S, self.settings.retention_interval_s):
+                    last_sweep = now
+                    for type_name in list(self._readers):
+                        await self._sweep(type_name)
             except (rexc.RedisError, OSError) as exc:
                 logger.warning("janitor of %s: %s", self.spec.group, exc)
+
+    async def _sweep(self, type_name: str) -> None:
+        """Forget processed ids older than ``processed_ttl_s``; remove consumers that have
+        been idle for long with nothing pending (dead processes of earlier deploys)."""
+        ttl = self.settings.processed_ttl_s
+        if self.spec.guard:
+            processed = self.keys.processed_ids(self.spec.group, type_name)
+            await self._client.zremrangebyscore(processed, "-inf", time.time() - ttl)
+            await self._client.expire(processed, int(ttl * 2))
+        key = self.keys.stream(type_name)
+        idle_limit_ms = int(max(DEAD_CONSUMER_IDLE_S, 10 * self.settings.consumer_min_idle_s)
+                            * 1000)
+        consumers: Any = await self._client.xinfo_consumers(key, self.spec.group)
+        for consumer in consumers:
+            name = consumer["name"].decode() if isinstance(consumer["name"], bytes) \
+                else consumer["name"]
+            if name != self.name and int(consumer["pending"]) == 0 \
+                    and int(consumer["idle"]) > idle_limit_ms:
+                await self._client.xgroup_delconsumer(key, self.spec.group, name)
 
     async def _touch_held(self) -> None:
         for key, ids in list(self._held.items()):
@@ -484,7 +539,7 @@ class GroupConsumer:
                                                   min_idle_ms, "0-0", count=taken)
         except rexc.ResponseError as exc:
             await self._slots.give(taken)
-            if "NOGROUP" in str(exc):
+            if _group_vanished(exc):
                 await self._recreate_group(key)
                 return
             raise
@@ -503,3 +558,9 @@ class GroupConsumer:
             self.stats.incr("reclaimed", len(mine))
             await self._start_handlers(type_name, key, mine, fresh=False)
         await self._slots.give(taken - len(mine))
+
+
+def _group_vanished(exc: Exception) -> bool:
+    """NOGROUP, or Redis 7's reply to a blocked read whose stream was deleted."""
+    text = str(exc)
+    return "NOGROUP" in text or text.startswith("UNBLOCKED")

@@ -33,26 +33,26 @@ JSON>``, where ``<origin>`` is a 32-hex-digit id of the sending transport.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import fakeredis
 import hiredis
 from redis import exceptions as rexc
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 
 from .connection import create_async_client, redact_url, translate_redis_error
 from .errors import InvalidEvent
 from .event import Event
 from .keys import Keys
+from .listener import PubSubListener
 from .patterns import compile_pattern
 from .routing import Scope
 from .settings import BusSettings
@@ -78,14 +78,6 @@ class _Outgoing:
     future: asyncio.Future[None] | None = None
 
 
-@dataclass(slots=True)
-class _ListenerState:
-    status: str = "idle"  # idle | connecting | receiving | reconnecting | stopped
-    last_message_at: float = field(default_factory=time.monotonic)
-    down_since: float | None = None
-    patterns: dict[str, int] = field(default_factory=dict)
-
-
 class RedisTransport:
     """Fan-out over Redis pub/sub for one :class:`~mozaiks_bus.Bus`."""
 
@@ -109,9 +101,11 @@ class RedisTransport:
         self._client: Redis | None = None
         self._deliver: RemoteDeliver | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._listener = _ListenerState()
-        self._pubsub: PubSub | None = None
-        self._stopping = False
+        self._watched: dict[str, int] = {}
+        self._channel_handlers: dict[str, Callable[[bytes], None]] = {}
+        self.listener = PubSubListener(
+            url, settings, on_message=self._on_message, on_reconnect=self._on_reconnect
+        )
         self._sender_idle = True
         self._fake = False
         self._connection: Any = None
@@ -126,16 +120,13 @@ class RedisTransport:
         self._deliver = deliver
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._stopping = False
         self._client = create_async_client(
             self.url, client_name=f"mozaiks-bus:{self.settings.service}:send",
             retries=0,
         )
         self._fake = isinstance(self._client, fakeredis.FakeAsyncRedis)
-        self._tasks = [
-            asyncio.create_task(self._send_loop(), name="mozaiks-bus-sender"),
-            asyncio.create_task(self._listen_loop(), name="mozaiks-bus-listener"),
-        ]
+        self._tasks = [asyncio.create_task(self._send_loop(), name="mozaiks-bus-sender")]
+        self.listener.start()
         if self._buffer or self._confirmed:
             self._wake.set()
 
@@ -147,13 +138,12 @@ class RedisTransport:
             self.stats.incr("dropped_remote", left)
             logger.warning("stopping with %d unsent fan-out events: dropped", left)
             self._buffer.clear()
-        self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         self._fail_confirmed(RuntimeError("the transport stopped"))
-        self._listener.status = "stopped"
+        await self.listener.stop()
         if self._connection is not None and self._client is not None:
             await self._client.connection_pool.release(self._connection)
             self._connection = None
@@ -165,44 +155,23 @@ class RedisTransport:
 
     def watch(self, pattern: str) -> None:
         """Receive fan-out events matching ``pattern`` (PSUBSCRIBE once per pattern)."""
-        with self._buffer_lock:  # copy-on-write: readers iterate a stable snapshot
-            patterns = dict(self._listener.patterns)
-            patterns[pattern] = patterns.get(pattern, 0) + 1
-            self._listener.patterns = patterns
-        if patterns[pattern] == 1:
-            self._call_on_loop(self._resubscribe_soon)
+        with self._buffer_lock:
+            watched = dict(self._watched)
+            watched[pattern] = watched.get(pattern, 0) + 1
+            self._watched = watched
+        self.listener.add(self._channel_pattern(pattern), pattern=True)
 
     def unwatch(self, pattern: str) -> None:
         """Release one reference; PUNSUBSCRIBE when the last one goes."""
         with self._buffer_lock:
-            patterns = dict(self._listener.patterns)
-            if pattern not in patterns:
+            watched = dict(self._watched)
+            if pattern not in watched:
                 return
-            patterns[pattern] -= 1
-            last = patterns[pattern] <= 0
-            if last:
-                del patterns[pattern]
-            self._listener.patterns = patterns
-        if last:
-            self._call_on_loop(self._resubscribe_soon)
-
-    def _resubscribe_soon(self) -> None:
-        pubsub = self._pubsub
-        if pubsub is None or self._listener.status != "receiving":
-            return  # the listener subscribes to the current set when it (re)connects
-        wanted = {self._channel_pattern(p) for p in self._listener.patterns}
-        current = {p.decode() if isinstance(p, bytes) else p for p in pubsub.patterns}
-
-        async def apply() -> None:
-            try:
-                if wanted - current:
-                    await pubsub.psubscribe(*(wanted - current))
-                if current - wanted:
-                    await pubsub.punsubscribe(*(current - wanted))
-            except (rexc.RedisError, OSError) as exc:
-                logger.info("re-subscribing failed (%s); the listener will reconnect", exc)
-
-        asyncio.get_running_loop().create_task(apply())
+            watched[pattern] -= 1
+            if watched[pattern] <= 0:
+                del watched[pattern]
+            self._watched = watched
+        self.listener.remove(self._channel_pattern(pattern), pattern=True)
 
     def _channel_pattern(self, pattern: str) -> str:
         return self.keys.fanout_subscription(pattern)
@@ -270,7 +239,10 @@ class RedisTransport:
         with self._buffer_lock:
             batch: list[_Outgoing] = []
             while self._confirmed and len(batch) < MAX_BATCH:
-                batch.append(self._confirmed.popleft())
+                item = self._confirmed.popleft()
+                if item.future is not None and item.future.done():
+                    continue  # the caller gave up (timed out): do not store it late
+                batch.append(item)
             while self._buffer and len(batch) < MAX_BATCH:
                 batch.append(self._buffer.popleft())
             if not batch:
@@ -396,103 +368,16 @@ class RedisTransport:
 
     # -- receiving ----------------------------------------------------------------------
 
-    async def _listen_loop(self) -> None:
-        backoff = BACKOFF_MIN_S
-        state = self._listener
-        while not self._stopping:
-            if not state.patterns:
-                state.status = "idle"
-                await asyncio.sleep(0.05)
-                continue
-            try:
-                await self._listen_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001  # any failure: reconnect, bounded
-                if state.down_since is None:
-                    state.down_since = time.monotonic()
-                state.status = "reconnecting"
-                logger.warning("fan-out listener lost its link to %s: %s",
-                               redact_url(self.url), exc)
-                await asyncio.sleep(backoff * (0.5 + random.random() / 2))  # noqa: S311
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
-            else:
-                backoff = BACKOFF_MIN_S
-
-    async def _listen_once(self) -> None:
-        state = self._listener
-        state.status = "reconnecting" if state.down_since is not None else "connecting"
-        interval = self.settings.health_check_interval_s
-        client = create_async_client(
-            self.url, client_name=f"mozaiks-bus:{self.settings.service}:listen",
-            socket_timeout=None, socket_connect_timeout=interval, retries=0,
-        )
-        pubsub = client.pubsub(ignore_subscribe_messages=False)
-        try:
-            patterns = [self._channel_pattern(p) for p in state.patterns]
-            await asyncio.wait_for(pubsub.psubscribe(*patterns), interval * 2)
-            self._pubsub = pubsub
-            self._on_connected()
-            await self._read_messages(pubsub, interval)
-        finally:
-            self._pubsub = None
-            await _close_quietly(pubsub, client)
-
-    def _on_connected(self) -> None:
-        state = self._listener
-        state.status = "receiving"
-        state.last_message_at = time.monotonic()
-        if state.down_since is not None:
-            down = time.monotonic() - state.down_since
-            state.down_since = None
-            self.stats.incr("reconnects")
-            logger.warning("fan-out listener reconnected after %.2fs", down)
-            self._announce_reconnect(down)
-        # patterns may have changed while connecting
-        self._resubscribe_soon()
-
-    async def _read_messages(self, pubsub: PubSub, interval: float) -> None:
-        """Read until the link fails: a reader blocks on the socket (no per-message
-        timer), a watchdog PINGs a silent link and fails it when no reply is read."""
-        reader = asyncio.create_task(self._reader(pubsub))
-        watchdog = asyncio.create_task(self._watchdog(pubsub, interval))
-        try:
-            done, _ = await asyncio.wait({reader, watchdog}, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()  # re-raises what ended the link
-        finally:
-            for task in (reader, watchdog):
-                task.cancel()
-            await asyncio.gather(reader, watchdog, return_exceptions=True)
-
-    async def _reader(self, pubsub: PubSub) -> None:
-        state = self._listener
-        on_message = self._on_message
-        while not self._stopping:
-            message = await pubsub.get_message(timeout=None)
-            state.last_message_at = time.monotonic()
-            if message is not None and message["type"] == "pmessage":
-                on_message(message)
-
-    async def _watchdog(self, pubsub: PubSub, interval: float) -> None:
-        state = self._listener
-        ping_sent_at: float | None = None
-        while not self._stopping:
-            await asyncio.sleep(interval / 4)
-            now = time.monotonic()
-            if ping_sent_at is not None and state.last_message_at >= ping_sent_at:
-                ping_sent_at = None  # something (the PONG, or a message) was read
-            if ping_sent_at is not None and now - ping_sent_at > interval:
-                raise ConnectionError(f"no reply to PING within {interval}s: the link is dead")
-            if ping_sent_at is None and now - state.last_message_at > interval:
-                await pubsub.ping()
-                ping_sent_at = time.monotonic()
-
     def _on_message(self, message: dict[str, Any]) -> None:
+        channel: bytes = message["channel"]
+        if message["type"] == "message":
+            handler = self._channel_handlers.get(channel.decode())
+            if handler is not None:
+                handler(message["data"])
+            return
         raw: bytes = message["data"]
         if raw.startswith(self._origin_prefix):
             return  # our own event: delivered locally when it was emitted
-        channel: bytes = message["channel"]
         type_name = channel[len(self._channel_prefix):].decode()
         if not self._first_matching_pattern_is(type_name, message["pattern"]):
             return
@@ -507,16 +392,17 @@ class RedisTransport:
 
     def _first_matching_pattern_is(self, type_name: str, pattern: bytes | str) -> bool:
         """With overlapping patterns Redis sends one copy per pattern: keep one."""
-        patterns = self._listener.patterns
-        if len(patterns) == 1:
+        watched = self._watched
+        if len(watched) == 1:
             return True
         received = pattern.decode() if isinstance(pattern, bytes) else pattern
-        for candidate in sorted(patterns):
+        for candidate in sorted(watched):
             if compile_pattern(candidate).matches(type_name):
                 return self._channel_pattern(candidate) == received
         return False
 
-    def _announce_reconnect(self, down_s: float) -> None:
+    def _on_reconnect(self, down_s: float) -> None:
+        self.stats.incr("reconnects")
         if self._deliver is None:
             return
         event = Event.create(
@@ -525,22 +411,25 @@ class RedisTransport:
         )
         self._deliver(event)
 
+    # -- exact channels (the ui scope, control messages) ----------------------------------
+
+    def subscribe_channel(self, channel: str, handler: Callable[[bytes], None]) -> None:
+        """Call ``handler(raw)`` for each message on ``channel`` (one handler a channel)."""
+        self._channel_handlers[channel] = handler
+        self.listener.add(channel, pattern=False)
+
+    def unsubscribe_channel(self, channel: str) -> None:
+        """Stop receiving ``channel``."""
+        self._channel_handlers.pop(channel, None)
+        self.listener.remove(channel, pattern=False)
+
     def health(self) -> dict[str, object]:
         """``listener``: idle | connecting | receiving | reconnecting | stopped."""
-        state = self._listener
         return {
             "transport": "redis",
             "url": redact_url(self.url),
-            "listener": state.status,
-            "receiving": state.status in {"receiving", "idle"},
-            "last_message_age_s": round(time.monotonic() - state.last_message_at, 3),
+            **self.listener.health(),
             "buffered": len(self._buffer),
             "reconnects": self.stats.get("reconnects"),
             "dropped_remote": self.stats.get("dropped_remote"),
         }
-
-
-async def _close_quietly(pubsub: PubSub, client: Redis) -> None:
-    for closer in (pubsub.aclose, client.aclose):
-        with contextlib.suppress(rexc.RedisError, OSError, TimeoutError):
-            await asyncio.wait_for(closer(), 1.0)

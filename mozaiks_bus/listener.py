@@ -1,0 +1,263 @@
+"""One pub/sub connection per process, shared by every subscription, that notices
+when it has gone deaf.
+
+Subscriptions are reference-counted Redis patterns (PSUBSCRIBE) and channels
+(SUBSCRIBE); the listener runs while there is at least one and hands every message
+to one callback. Liveness: any message proves the link alive; after
+``health_check_interval_s`` of silence it sends PING and must *read* the reply within
+another interval, else the link is declared dead (half-open TCP looks exactly like
+this), closed and re-established with bounded exponential backoff, resubscribing to
+the current set. Each re-established link calls ``on_reconnect(down_seconds)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis import exceptions as rexc
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from .connection import create_async_client, redact_url
+from .settings import BusSettings
+
+__all__ = ["PubSubListener"]
+
+logger = logging.getLogger("mozaiks_bus.listener")
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 2.0
+MessageCallback = Callable[[dict[str, Any]], None]
+
+
+class PubSubListener:
+    """A self-healing pub/sub reader; ``status`` is idle | connecting | receiving |
+    reconnecting | stopped."""
+
+    def __init__(
+        self, url: str, settings: BusSettings, *, on_message: MessageCallback,
+        on_reconnect: Callable[[float], None],
+    ) -> None:
+        self.url = url
+        self.settings = settings
+        self._on_message = on_message
+        self._on_reconnect = on_reconnect
+        self._lock = threading.Lock()
+        # copy-on-write maps: readers on the loop iterate a stable snapshot
+        self.patterns: dict[str, int] = {}
+        self.channels: dict[str, int] = {}
+        self.status = "idle"
+        self.last_message_at = time.monotonic()
+        self._down_since: float | None = None
+        self._pubsub: PubSub | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._changed = asyncio.Event()
+
+    # -- subscriptions ------------------------------------------------------------------
+
+    def add(self, name: str, *, pattern: bool) -> None:
+        """Take a reference on a pattern or channel (subscribes on the first)."""
+        with self._lock:
+            current = dict(self.patterns if pattern else self.channels)
+            current[name] = current.get(name, 0) + 1
+            self._store(current, pattern)
+        if current[name] == 1:
+            self._changed_soon()
+
+    def remove(self, name: str, *, pattern: bool) -> None:
+        """Release a reference (unsubscribes on the last)."""
+        with self._lock:
+            current = dict(self.patterns if pattern else self.channels)
+            if name not in current:
+                return
+            current[name] -= 1
+            last = current[name] <= 0
+            if last:
+                del current[name]
+            self._store(current, pattern)
+        if last:
+            self._changed_soon()
+
+    def _store(self, current: dict[str, int], pattern: bool) -> None:
+        if pattern:
+            self.patterns = current
+        else:
+            self.channels = current
+
+    def _changed_soon(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._apply_changes()
+        else:
+            loop.call_soon_threadsafe(self._apply_changes)
+
+    def _apply_changes(self) -> None:
+        self._changed.set()
+        pubsub = self._pubsub
+        if pubsub is None or self.status != "receiving":
+            return  # the (re)connect subscribes to the current set
+        want_p, want_c = set(self.patterns), set(self.channels)
+        have_p = {_text(p) for p in pubsub.patterns}
+        have_c = {_text(c) for c in pubsub.channels}
+
+        async def apply() -> None:
+            try:
+                if want_p - have_p:
+                    await pubsub.psubscribe(*(want_p - have_p))
+                if have_p - want_p:
+                    await pubsub.punsubscribe(*(have_p - want_p))
+                if want_c - have_c:
+                    await pubsub.subscribe(*(want_c - have_c))
+                if have_c - want_c:
+                    await pubsub.unsubscribe(*(have_c - want_c))
+            except (rexc.RedisError, OSError) as exc:
+                logger.info("re-subscribing failed (%s); the listener will reconnect", exc)
+
+        asyncio.get_running_loop().create_task(apply())
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the listening task on the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="mozaiks-bus-listener")
+
+    async def stop(self) -> None:
+        """Stop listening and close the connection."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self.status = "stopped"
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether anything is subscribed."""
+        return bool(self.patterns or self.channels)
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_MIN_S
+        while not self._stopping:
+            if not self.subscribed:
+                self.status = "idle"
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 1.0)
+                continue
+            try:
+                await self._listen_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001  # any failure: reconnect, bounded
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                self.status = "reconnecting"
+                logger.warning("pub/sub listener lost its link to %s: %s",
+                               redact_url(self.url), exc)
+                await asyncio.sleep(backoff * (0.5 + random.random() / 2))  # noqa: S311
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+            else:
+                backoff = BACKOFF_MIN_S
+
+    async def _listen_once(self) -> None:
+        self.status = "reconnecting" if self._down_since is not None else "connecting"
+        interval = self.settings.health_check_interval_s
+        client = create_async_client(
+            self.url, client_name=f"mozaiks-bus:{self.settings.service}:listen",
+            socket_timeout=None, socket_connect_timeout=interval, retries=0,
+        )
+        pubsub = client.pubsub(ignore_subscribe_messages=False)
+        try:
+            patterns, channels = list(self.patterns), list(self.channels)
+            if patterns:
+                await asyncio.wait_for(pubsub.psubscribe(*patterns), interval * 2)
+            if channels:
+                await asyncio.wait_for(pubsub.subscribe(*channels), interval * 2)
+            self._pubsub = pubsub
+            self._connected()
+            await self._read_until_dead(pubsub, interval)
+        finally:
+            self._pubsub = None
+            await _close_quietly(pubsub, client)
+
+    def _connected(self) -> None:
+        self.status = "receiving"
+        self.last_message_at = time.monotonic()
+        if self._down_since is not None:
+            down = time.monotonic() - self._down_since
+            self._down_since = None
+            logger.warning("pub/sub listener reconnected after %.2fs", down)
+            self._on_reconnect(down)
+        self._apply_changes()  # what changed while connecting
+
+    async def _read_until_dead(self, pubsub: PubSub, interval: float) -> None:
+        """A reader blocks on the socket (no per-message timer); a watchdog PINGs a
+        silent link and fails it when no reply is read."""
+        reader = asyncio.create_task(self._reader(pubsub))
+        watchdog = asyncio.create_task(self._watchdog(pubsub, interval))
+        try:
+            done, _ = await asyncio.wait({reader, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # re-raises what ended the link
+        finally:
+            for task in (reader, watchdog):
+                task.cancel()
+            await asyncio.gather(reader, watchdog, return_exceptions=True)
+
+    async def _reader(self, pubsub: PubSub) -> None:
+        on_message = self._on_message
+        while not self._stopping:
+            message = await pubsub.get_message(timeout=None)
+            self.last_message_at = time.monotonic()
+            if message is not None and message["type"] in ("pmessage", "message"):
+                on_message(message)
+            elif not self.subscribed:
+                return  # everything was unsubscribed: go idle
+
+    async def _watchdog(self, pubsub: PubSub, interval: float) -> None:
+        ping_sent_at: float | None = None
+        while not self._stopping:
+            await asyncio.sleep(interval / 4)
+            now = time.monotonic()
+            if ping_sent_at is not None and self.last_message_at >= ping_sent_at:
+                ping_sent_at = None  # something (the PONG, or a message) was read
+            if ping_sent_at is not None and now - ping_sent_at > interval:
+                raise ConnectionError(f"no reply to PING within {interval}s: the link is dead")
+            if ping_sent_at is None and now - self.last_message_at > interval:
+                await pubsub.ping()
+                ping_sent_at = time.monotonic()
+
+    def health(self) -> dict[str, object]:
+        """Status, silence, subscription counts."""
+        return {
+            "listener": self.status,
+            "receiving": self.status in {"receiving", "idle"},
+            "last_message_age_s": round(time.monotonic() - self.last_message_at, 3),
+            "subscriptions": len(self.patterns) + len(self.channels),
+        }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def _close_quietly(pubsub: PubSub, client: Redis) -> None:
+    for closer in (pubsub.aclose, client.aclose):
+        with contextlib.suppress(rexc.RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(closer(), 1.0)
