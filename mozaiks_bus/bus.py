@@ -40,6 +40,7 @@ from .settings import BusSettings, load_settings
 from .stats import BusStats
 from .streams import StreamInspector
 from .transport import Transport, create_transport
+from .ui import UiHub
 
 __all__ = ["Bus"]
 
@@ -98,6 +99,7 @@ class Bus:
         self._started: asyncio.Future[None] | None = None
         self._closed = False
         self._background: set[asyncio.Task[Any]] = set()
+        self.ui = UiHub(self)
         self._durable: DurableRuntime | None = None
         if self.transport.remote and config.broker_url:
             self._durable = DurableRuntime(config.broker_url, config, self.stats)

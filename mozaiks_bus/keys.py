@@ -18,6 +18,7 @@ method                         name                               cluster slot o
 ``ui_history(c)``              ``P:ui-history:{c'}``              chat ``c``
 ``dedupe(i)``                  ``P:dedupe:{i'}``                  event id ``i``
 ``input_request(r)``           ``P:input:{r'}``                   request ``r``
+``control_channel(o)``         ``P:ctl:o'``                       whole name
 ``meta()``                     ``P:meta``                         whole name
 ``group(g)``                   ``g`` (not a key; validated only)  -
 =============================  =================================  =================
@@ -137,6 +138,10 @@ class Keys:
     def input_request(self, request_id: str) -> str:
         """A pending user-input (or UI-tool) request."""
         return f"{self.prefix}:input:{{{_escape('request_id', request_id)}}}"
+
+    def control_channel(self, origin: str) -> str:
+        """The private channel of one transport instance (cross-process input routing)."""
+        return f"{self.prefix}:ctl:{_escape('origin', origin)}"
 
     def meta(self) -> str:
         """Install-wide metadata (a hash: schema version and the like)."""

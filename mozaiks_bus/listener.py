@@ -60,6 +60,8 @@ class PubSubListener:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._changed = asyncio.Event()
+        self.confirmed: set[str] = set()
+        self._confirm_waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     # -- subscriptions ------------------------------------------------------------------
 
@@ -124,6 +126,7 @@ class PubSubListener:
                     await pubsub.subscribe(*(want_c - have_c))
                 if have_c - want_c:
                     await pubsub.unsubscribe(*(have_c - want_c))
+                    self.confirmed -= have_c - want_c
             except (rexc.RedisError, OSError) as exc:
                 logger.info("re-subscribing failed (%s); the listener will reconnect", exc)
 
@@ -194,6 +197,7 @@ class PubSubListener:
             await self._read_until_dead(pubsub, interval)
         finally:
             self._pubsub = None
+            self.confirmed = set()
             await _close_quietly(pubsub, client)
 
     def _connected(self) -> None:
@@ -225,10 +229,36 @@ class PubSubListener:
         while not self._stopping:
             message = await pubsub.get_message(timeout=None)
             self.last_message_at = time.monotonic()
-            if message is not None and message["type"] in ("pmessage", "message"):
+            if message is None:
+                continue
+            kind = message["type"]
+            if kind in ("pmessage", "message"):
                 on_message(message)
+            elif kind in ("subscribe", "psubscribe"):
+                self._confirm(_text(message["channel"]))
             elif not self.subscribed:
                 return  # everything was unsubscribed: go idle
+
+    def _confirm(self, name: str) -> None:
+        self.confirmed.add(name)
+        for waiter in self._confirm_waiters.pop(name, []):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_subscribed(self, name: str, timeout: float) -> bool:
+        """Wait until Redis confirmed the (P)SUBSCRIBE of ``name``; False on timeout.
+
+        Callers that read history and then go live (the ui scope) wait for this first,
+        so nothing published in between is missed."""
+        if name in self.confirmed and self.status == "receiving":
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._confirm_waiters.setdefault(name, []).append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def _watchdog(self, pubsub: PubSub, interval: float) -> None:
         ping_sent_at: float | None = None

@@ -33,6 +33,7 @@ JSON>``, where ``<origin>`` is a 32-hex-digit id of the sending transport.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import threading
@@ -49,8 +50,8 @@ from redis import exceptions as rexc
 from redis.asyncio import Redis
 
 from .connection import create_async_client, redact_url, translate_redis_error
-from .errors import InvalidEvent
-from .event import Event
+from .errors import BrokerUnavailable, InvalidEvent
+from .event import Event, format_time
 from .keys import Keys
 from .listener import PubSubListener
 from .patterns import compile_pattern
@@ -64,18 +65,31 @@ __all__ = ["RECONNECTED_EVENT", "RedisTransport"]
 
 logger = logging.getLogger("mozaiks_bus.redis")
 RECONNECTED_EVENT = "bus.fanout_reconnected"
+_FRAME_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 MAX_BATCH = 512
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
 INDEX_REFRESH_S = 30.0  # how often a type's membership in the stream index is re-sent
 
 
+# One chat's UI frame: appended to its bounded history stream (with a TTL) and published
+# on its channel as "<history id>|<frame>", in one atomic step, so the ids a browser
+# sees are in history order and resume can splice history and live with no gap.
+UI_APPEND_SCRIPT = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'f', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], id .. '|' .. ARGV[3])
+return id
+"""
+
+
 @dataclass(slots=True)
 class _Outgoing:
-    event: Event
-    payload: str
+    event: Event | None
+    payload: str  # the CloudEvent JSON, or for a bare UI frame the frame JSON
     scopes: Scope
-    future: asyncio.Future[None] | None = None
+    future: asyncio.Future[Any] | None = None
+    chat_id: str | None = None  # set for a bare UI frame (bus.ui.send)
 
 
 class RedisTransport:
@@ -151,6 +165,13 @@ class RedisTransport:
             await self._client.aclose()
             self._client = None
 
+    @property
+    def client(self) -> Redis:
+        """The command client (use on the bus loop, after start)."""
+        if self._client is None:
+            raise BrokerUnavailable("the Redis transport is not started")
+        return self._client
+
     # -- watching -----------------------------------------------------------------------
 
     def watch(self, pattern: str) -> None:
@@ -196,12 +217,20 @@ class RedisTransport:
 
     async def send(self, event: Event, payload: str, scopes: Scope) -> None:
         """Send ``event`` in the next pipeline and wait for Redis's reply."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._confirm(_Outgoing(event, payload, scopes))
+
+    async def send_ui(self, chat_id: str, frame: str) -> str:
+        """Append a UI frame to ``chat_id``'s history and publish it; returns its id."""
+        reply = await self._confirm(_Outgoing(None, frame, Scope.UI, chat_id=chat_id))
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+    async def _confirm(self, item: _Outgoing) -> Any:
+        item.future = asyncio.get_running_loop().create_future()
         with self._buffer_lock:
-            self._confirmed.append(_Outgoing(event, payload, scopes, future))
+            self._confirmed.append(item)
             self._sender_idle = False
         self._wake_sender()
-        await future
+        return await item.future
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until the sender has handed everything buffered so far to Redis (or
@@ -271,10 +300,12 @@ class RedisTransport:
     async def _send_batch(self, batch: list[_Outgoing]) -> bool:
         assert self._client is not None
         commands: list[tuple[Any, ...]] = []
+        firsts: list[int] = []
         for item in batch:
+            firsts.append(len(commands))
             self._add_commands(commands, item)
         try:
-            await self._execute(commands)
+            replies = await self._execute(commands)
         except (rexc.RedisError, OSError) as exc:
             self._indexed.clear()  # Redis may have lost the index (restart without AOF)
             error = translate_redis_error(exc, action="publish", url=self.url)
@@ -286,12 +317,12 @@ class RedisTransport:
                     item.future.set_exception(error)
             return False
         self.stats.incr("sent_remote", len(batch))
-        for item in batch:
+        for item, first in zip(batch, firsts, strict=True):
             if item.future is not None and not item.future.done():
-                item.future.set_result(None)
+                item.future.set_result(replies[first] if first < len(replies) else None)
         return True
 
-    async def _execute(self, commands: list[tuple[Any, ...]]) -> None:
+    async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one write and read every reply (raises on any error).
 
         On a real Redis the commands are packed by hiredis (C) and written on one pooled
@@ -303,8 +334,7 @@ class RedisTransport:
             pipe = self._client.pipeline(transaction=False)
             for command in commands:
                 pipe.execute_command(*command)
-            await pipe.execute()
-            return
+            return list(await pipe.execute())
         connection = self._connection
         if connection is None:  # held by the sender for its life; reconnects by itself
             pool = self._client.connection_pool
@@ -315,16 +345,25 @@ class RedisTransport:
                 b"".join(hiredis.pack_command(command) for command in commands),
                 check_health=False,
             )
+            replies = []
             for _ in commands:
                 reply = await connection.read_response()
                 if isinstance(reply, rexc.ResponseError):
                     raise reply
+                replies.append(reply)
         except BaseException:
             await connection.disconnect()  # the reply stream is out of step now
             raise
+        return replies
 
     def _add_commands(self, commands: list[tuple[Any, ...]], item: _Outgoing) -> None:
-        type_name = item.event.type
+        event = item.event
+        if event is None:  # a bare UI frame
+            commands.append(self._ui_command(item.chat_id or "", item.payload))
+            return
+        type_name = event.type
+        if item.scopes & Scope.UI and event.subject:
+            commands.append(self._ui_command(event.subject, ui_frame(event)))
         if item.scopes & Scope.DURABLE:
             commands.append((
                 "XADD", self.keys.stream(type_name), "MAXLEN", "~",
@@ -339,6 +378,13 @@ class RedisTransport:
             if channel is None:
                 channel = self._channels[type_name] = self.keys.fanout_channel(type_name)
             commands.append(("PUBLISH", channel, self._origin_text + item.payload))
+
+    def _ui_command(self, chat_id: str, frame: str) -> tuple[Any, ...]:
+        return (
+            "EVAL", UI_APPEND_SCRIPT, 2, self.keys.ui_history(chat_id),
+            self.keys.ui_channel(chat_id), self.settings.ui_history_max_len,
+            int(self.settings.ui_history_ttl_s), frame,
+        )
 
     def _requeue_durable(self, batch: list[_Outgoing]) -> int:
         """After a failed batch: emitted durable events go back to the front of the
@@ -433,3 +479,17 @@ class RedisTransport:
             "reconnects": self.stats.get("reconnects"),
             "dropped_remote": self.stats.get("dropped_remote"),
         }
+
+
+def ui_frame(event: Event) -> str:
+    """The platform's UI envelope for a CloudEvent of the ui scope (JSON).
+
+    ``{"type", "data", "timestamp", "agent"}`` with ``agent`` taken from ``data.agent``
+    or ``data.sender`` (else "Agent"), as the platform's transport adds it at flush.
+    """
+    data = event.data
+    agent = data.get("agent") or data.get("sender") or "Agent"
+    return _FRAME_ENCODER.encode({
+        "type": event.type, "data": data, "timestamp": format_time(event.time),
+        "agent": agent if isinstance(agent, str) else "Agent", "event_id": event.id,
+    })

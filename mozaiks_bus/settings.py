@@ -66,6 +66,7 @@ __all__ = [
     "DEFAULT_EMIT_BUFFER_SIZE",
     "DEFAULT_EMIT_DROP_POLICY",
     "DEFAULT_HEALTH_CHECK_INTERVAL_S",
+    "DEFAULT_INPUT_REQUEST_TTL_S",
     "DEFAULT_PREFIX",
     "DEFAULT_PROCESSED_TTL_S",
     "DEFAULT_PUBLISH_TIMEOUT_S",
@@ -75,6 +76,8 @@ __all__ = [
     "DEFAULT_STREAM_MAX_AGE_S",
     "DEFAULT_STREAM_MAX_LEN",
     "DEFAULT_SUBSCRIBER_QUEUE_SIZE",
+    "DEFAULT_UI_HISTORY_MAX_LEN",
+    "DEFAULT_UI_HISTORY_TTL_S",
     "ENV_PREFIX",
     "BusSettings",
     "RouteRule",
@@ -104,6 +107,9 @@ DEFAULT_CONSUMER_BLOCK_MS = 1000
 DEFAULT_CONSUMER_MIN_IDLE_S = 30.0
 DEFAULT_CONSUMER_CLAIM_INTERVAL_S = 5.0
 DEFAULT_PROCESSED_TTL_S = 24 * 3600.0
+DEFAULT_UI_HISTORY_MAX_LEN = 1000
+DEFAULT_UI_HISTORY_TTL_S = 3600.0
+DEFAULT_INPUT_REQUEST_TTL_S = 3600.0
 
 BUILTIN_SINK_FORMATS = ("cloudevents", "data")
 BROKER_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "memory")
@@ -431,6 +437,12 @@ class BusSettings(BaseSettings):
         default=DEFAULT_CONSUMER_CLAIM_INTERVAL_S, gt=0, allow_inf_nan=False
     )
     processed_ttl_s: float = Field(default=DEFAULT_PROCESSED_TTL_S, gt=0, allow_inf_nan=False)
+    # the ui scope (see mozaiks_bus.ui)
+    ui_history_max_len: int = Field(default=DEFAULT_UI_HISTORY_MAX_LEN, gt=0)
+    ui_history_ttl_s: float = Field(default=DEFAULT_UI_HISTORY_TTL_S, ge=1, allow_inf_nan=False)
+    input_request_ttl_s: float = Field(
+        default=DEFAULT_INPUT_REQUEST_TTL_S, ge=1, allow_inf_nan=False
+    )
 
     _config_file: Path | None = PrivateAttr(default=None)
     _REPR_MASKED: ClassVar[str] = "broker_url"
