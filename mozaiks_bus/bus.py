@@ -23,7 +23,7 @@ import asyncio
 import logging
 import signal
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 from .catalog import CATALOG, Catalog
@@ -269,6 +269,32 @@ class Bus:
         self._dispatcher.deliver(event)
         return event
 
+    async def publish_events(self, events: Sequence[Event]) -> None:
+        """Publish pre-built events (from HTTP, a replay...) all or nothing.
+
+        Each is validated and routed like :meth:`publish`; then every Redis write of the
+        batch goes out in one MULTI/EXEC, so either all were stored or none (on a single
+        Redis; see DESIGN "Beyond one Redis" for Cluster). Local handlers run after.
+        Raises :class:`InvalidEvent` (nothing written) or a transport error.
+        """
+        self._check_open()
+        prepared = [self._route_event(event) for event in events]
+        remote = [(event, scopes, payload) for event, scopes, payload in prepared
+                  if payload is not None]
+        if remote:
+            await self._ensure_started()
+            timeout = self.config.publish_timeout_s
+            try:
+                await asyncio.wait_for(
+                    self._on_bus_loop(self.transport.send_atomic(remote)), timeout
+                )
+            except TimeoutError:
+                raise PublishFailed(f"a batch of {len(events)} events was not confirmed "
+                                    f"within {timeout}s") from None
+        for event, _, _ in prepared:
+            self.stats.published(event.type)
+            self._dispatcher.deliver(event)
+
     def _prepare(
         self, type: str, data: Mapping[str, Any] | None, attrs: dict[str, Any]
     ) -> tuple[Event, Scope, str | None]:
@@ -277,6 +303,13 @@ class Bus:
         durable = attrs.pop("durable", None)
         ui = attrs.pop("ui", None)
         event = Event.create(type, data, source=self.service, **attrs)
+        return self._route_event(event, fanout=fanout, durable=durable, ui=ui)
+
+    def _route_event(
+        self, event: Event, *, fanout: bool | None = None, durable: bool | None = None,
+        ui: bool | None = None,
+    ) -> tuple[Event, Scope, str | None]:
+        """Validate ``event`` against the catalog, route it, encode it if it leaves."""
         self.catalog.validate(event.type, event.data)
         scopes = self.routing.resolve(event.type, subject=event.subject, fanout=fanout,
                                       durable=durable, ui=ui)

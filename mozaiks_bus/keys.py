@@ -21,6 +21,15 @@ method                         name                               cluster slot o
 ``control_channel(o)``         ``P:ctl:o'``                       whole name
 ``meta()``                     ``P:meta``                         whole name
 ``group(g)``                   ``g`` (not a key; validated only)  -
+``sink_state(s)``              ``P:sink:{s}:state`` (hash)        sink ``s``
+``sink_circuit(s)``            ``P:sink:{s}:circuit`` (hash)      sink ``s``
+``sink_pending(s)``            ``P:sink:{s}:pending`` (zset)      sink ``s``
+``sink_dead_letters(s)``       ``P:sink:{s}:dlq`` (stream)        sink ``s``
+``sink_since(s)``              ``P:sink:{s}:since`` (string)      sink ``s``
+``sink_process(n)``            ``P:sink-proc:{n'}`` (liveness)    process ``n``
+``sink_group(s)``              ``sink.s`` (consumer group)        -
+``sink_queue()``               ``P-sinks`` (RQ queue name)        (RQ: ``rq:queue:P-sinks``)
+``sink_job_id(s, i[, r])``     ``P-sink-s-<sha256 hex>`` (RQ id)  (RQ: ``rq:job:<id>``)
 =============================  =================================  =================
 
 Why these slots (Redis Cluster hashes only the text inside the first ``{...}``):
@@ -35,6 +44,12 @@ Why these slots (Redis Cluster hashes only the text inside the first ``{...}``):
 * ``dedupe`` and ``input_request`` are single-key operations (``SET NX EX``, ``GET``/
   ``DEL``), tagged by their own id so they spread. A dedupe claim is therefore never in
   the same script as a stream write; the caller claims first and releases on failure.
+* A sink's state, circuit, pending set, dead letters and start mark share the tag
+  ``{s}`` (sink names are ``[a-z0-9_-]``): a delivery outcome updates several of them in
+  one MULTI.
+* RQ (the HTTP sink worker) keeps its own keys under ``rq:`` (RQ's namespace; the
+  ``RQ_KEY_PREFIX`` environment variable moves them). Our queue name and job ids carry
+  the prefix, so installs sharing one Redis never share a queue or a job.
 * Fan-out channels carry no tag: classic PUBLISH is cluster-wide, and a move to SPUBLISH
   spreads channels by their full name.
 
@@ -47,6 +62,7 @@ no ``{``, ``}``, ``*``, ``?``, ``[`` or ``:`` in the name.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -60,6 +76,13 @@ __all__ = ["MAX_ID_LENGTH", "Keys"]
 MAX_ID_LENGTH = 256
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _GROUP_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_SINK_RE = re.compile(r"[a-z0-9_-]{1,59}")
+
+
+def _sink(name: object) -> str:
+    if not isinstance(name, str) or _SINK_RE.fullmatch(name) is None:
+        raise ConfigError("sink", f"must be 1-59 characters of a-z 0-9 _ - (got {name!r})")
+    return name
 
 
 def _escape(field: str, value: object) -> str:
@@ -146,3 +169,50 @@ class Keys:
     def meta(self) -> str:
         """Install-wide metadata (a hash: schema version and the like)."""
         return f"{self.prefix}:meta"
+
+    # -- HTTP sinks (mozaiks_bus.sinks) -------------------------------------------------
+
+    def sink_state(self, sink: str) -> str:
+        """A sink's counters and last outcome (a hash)."""
+        return f"{self.prefix}:sink:{{{_sink(sink)}}}:state"
+
+    def sink_circuit(self, sink: str) -> str:
+        """A sink's circuit breaker (a hash shared by every worker)."""
+        return f"{self.prefix}:sink:{{{_sink(sink)}}}:circuit"
+
+    def sink_pending(self, sink: str) -> str:
+        """RQ job ids of a sink's unfinished deliveries (a zset scored by enqueue time)."""
+        return f"{self.prefix}:sink:{{{_sink(sink)}}}:pending"
+
+    def sink_dead_letters(self, sink: str) -> str:
+        """A sink's dead letters (a stream)."""
+        return f"{self.prefix}:sink:{{{_sink(sink)}}}:dlq"
+
+    def sink_since(self, sink: str) -> str:
+        """The stream id a sink's consumer groups start at (set once, when first seen)."""
+        return f"{self.prefix}:sink:{{{_sink(sink)}}}:since"
+
+    def sink_process(self, name: str) -> str:
+        """Liveness of one sink worker process (a key with a short TTL)."""
+        return f"{self.prefix}:sink-proc:{{{_escape('process', name)}}}"
+
+    @staticmethod
+    def sink_group(sink: str) -> str:
+        """The consumer group of a sink on the durable streams (not a key)."""
+        return f"sink.{_sink(sink)}"
+
+    def sink_queue(self) -> str:
+        """The RQ queue every sink job goes through (a queue name; RQ builds the key)."""
+        return f"{self.prefix}-sinks"
+
+    def sink_job_id(self, sink: str, event_id: str, replay: str | None = None) -> str:
+        """The deterministic RQ job id of one delivery of ``event_id`` to ``sink``.
+
+        A redelivered event maps to the same id, so it never queues a second job; a
+        replay of dead letter ``replay`` gets its own id (replaying it twice does not).
+        RQ ids allow only ``[A-Za-z0-9_-]``, so the variable part is a SHA-256 digest.
+        """
+        _escape("event_id", event_id)
+        material = "\0".join((self.prefix, _sink(sink), event_id, replay or ""))
+        digest = hashlib.sha256(material.encode()).hexdigest()[:40]
+        return f"{self.prefix}-sink-{sink}-{digest}"

@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +90,7 @@ class _Outgoing:
     scopes: Scope
     future: asyncio.Future[Any] | None = None
     chat_id: str | None = None  # set for a bare UI frame (bus.ui.send)
+    atomic: list[_Outgoing] | None = None  # a group sent inside MULTI/EXEC
 
 
 class RedisTransport:
@@ -224,6 +225,11 @@ class RedisTransport:
         reply = await self._confirm(_Outgoing(None, frame, Scope.UI, chat_id=chat_id))
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
+    async def send_atomic(self, items: Sequence[tuple[Event, Scope, str]]) -> None:
+        """Send several events in one MULTI/EXEC: all stored, or none (then raise)."""
+        group = [_Outgoing(event, payload, scopes) for event, scopes, payload in items]
+        await self._confirm(_Outgoing(None, "", Scope.LOCAL, atomic=group))
+
     async def _confirm(self, item: _Outgoing) -> Any:
         item.future = asyncio.get_running_loop().create_future()
         with self._buffer_lock:
@@ -331,10 +337,7 @@ class RedisTransport:
         """
         assert self._client is not None
         if self._fake:
-            pipe = self._client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            return list(await pipe.execute())
+            return await self._execute_fake(commands)
         connection = self._connection
         if connection is None:  # held by the sender for its life; reconnects by itself
             pool = self._client.connection_pool
@@ -350,13 +353,48 @@ class RedisTransport:
                 reply = await connection.read_response()
                 if isinstance(reply, rexc.ResponseError):
                     raise reply
+                if isinstance(reply, list):  # an EXEC: any failed command fails the batch
+                    for inner in reply:
+                        if isinstance(inner, rexc.ResponseError):
+                            raise inner
                 replies.append(reply)
         except BaseException:
             await connection.disconnect()  # the reply stream is out of step now
             raise
         return replies
 
+    async def _execute_fake(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """memory://: redis-py pipelines; MULTI ... EXEC runs as a transactional one."""
+        assert self._client is not None
+        replies: list[Any] = []
+        index = 0
+        while index < len(commands):
+            if commands[index][0] == "MULTI":
+                end = commands.index(("EXEC",), index)
+                block = self._client.pipeline(transaction=True)
+                for command in commands[index + 1:end]:
+                    block.execute_command(*command)
+                replies.append("OK")
+                replies.extend("QUEUED" for _ in commands[index + 1:end])
+                replies.append(list(await block.execute()))
+                index = end + 1
+                continue
+            plain = self._client.pipeline(transaction=False)
+            stop = index
+            while stop < len(commands) and commands[stop][0] != "MULTI":
+                plain.execute_command(*commands[stop])
+                stop += 1
+            replies.extend(await plain.execute())
+            index = stop
+        return replies
+
     def _add_commands(self, commands: list[tuple[Any, ...]], item: _Outgoing) -> None:
+        if item.atomic is not None:
+            commands.append(("MULTI",))
+            for member in item.atomic:
+                self._add_commands(commands, member)
+            commands.append(("EXEC",))
+            return
         event = item.event
         if event is None:  # a bare UI frame
             commands.append(self._ui_command(item.chat_id or "", item.payload))

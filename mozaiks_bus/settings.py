@@ -119,7 +119,8 @@ RouteScope = Literal["local", "fanout", "durable", "ui"]
 _SECRET_WORDS = ("secret", "token", "password", "key")
 _SERVICE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_SINK_NAME_RE = re.compile(r"[a-z0-9_-]{1,64}")
+_SINK_NAME_RE = re.compile(r"[a-z0-9_-]{1,59}")
+_OPTION_NAME_RE = re.compile(r"[a-z0-9_]{1,64}")
 _FORMAT_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
@@ -206,9 +207,16 @@ class SinkConfig(BaseModel):
     """One ``[[sinks]]`` HTTP endpoint the worker POSTs matching events to.
 
     ``format`` is ``"cloudevents"`` (the whole envelope), ``"data"`` (the data object
-    only) or the name of a named mapping. Secrets are never in the file: the
+    only) or the name of a named mapping (see :mod:`mozaiks_bus.sinks.formats`; the
+    worker rejects an unknown name at start-up), which may read ``format_options``
+    (plain, non-secret values such as ``app_id``). Secrets are never in the file: the
     ``*_env`` fields name the environment variables that hold them. ``accept_409``
     treats HTTP 409 as "already applied" (done); turn it off to dead-letter instead.
+    ``method`` is the HTTP method (POST, PUT or PATCH). The circuit breaker opens after
+    ``circuit_failures`` consecutive failed attempts (0 turns it off), stays open
+    ``circuit_open_s`` before one probe, and after a good probe lets traffic back in
+    over ``circuit_ramp_s``. The name becomes the consumer group ``sink.<name>``, hence
+    at most 59 characters.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -227,12 +235,32 @@ class SinkConfig(BaseModel):
     api_key_header: str | None = None
     api_key_env: str | None = None
     accept_409: bool = True
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    format_options: dict[str, str] = Field(default_factory=dict)
+    circuit_failures: int = Field(default=5, ge=0)
+    circuit_open_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    circuit_ramp_s: float = Field(default=30.0, ge=0, allow_inf_nan=False)
 
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
         if _SINK_NAME_RE.fullmatch(value) is None:
-            raise ValueError("must be 1-64 characters of a-z 0-9 _ -")
+            raise ValueError(
+                "must be 1-59 characters of a-z 0-9 _ - (the consumer group is sink.<name>)"
+            )
+        return value
+
+    @field_validator("format_options")
+    @classmethod
+    def _check_format_options(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if _OPTION_NAME_RE.fullmatch(key) is None:
+                raise ValueError("option names must be 1-64 characters of a-z 0-9 _")
+            if _is_secret_name(key):
+                raise ValueError(
+                    f"option {key!r} looks like a secret; secrets must not be in the config: "
+                    "use auth_bearer_env, or api_key_header + api_key_env"
+                )
         return value
 
     @field_validator("url")

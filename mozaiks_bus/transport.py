@@ -8,7 +8,7 @@ but go nowhere, so the library needs nothing but Python.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from .event import Event
@@ -45,6 +45,9 @@ class Transport(Protocol):
     async def send(self, event: Event, payload: str, scopes: Scope) -> None:
         """Send/store ``event`` and return once the broker took it, else raise."""
 
+    async def send_atomic(self, items: Sequence[tuple[Event, Scope, str]]) -> None:
+        """Send several events as one all-or-nothing unit; raise if not stored."""
+
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until what ``send_nowait`` buffered was sent or dropped."""
 
@@ -73,6 +76,9 @@ class LocalTransport:
         """Local only: nothing leaves the process."""
 
     async def send(self, event: Event, payload: str, scopes: Scope) -> None:
+        """Local only: nothing leaves the process."""
+
+    async def send_atomic(self, items: Sequence[tuple[Event, Scope, str]]) -> None:
         """Local only: nothing leaves the process."""
 
     async def flush(self, timeout: float | None = None) -> bool:
