@@ -12,6 +12,11 @@ Commands:
     the broker password masked; the file they came from goes to stderr.
 ``schema [--output FILE]``
     Print the JSON Schema of the event catalog (sorted keys) to stdout or ``FILE``.
+``serve [--host 127.0.0.1] [--port 8080] [--workers 1] [--log-level info]``
+    Run the HTTP and WebSocket API (:mod:`mozaiks_bus.server`) under uvicorn, one Bus
+    per worker process. With no ``api_tokens`` configured it serves loopback only and
+    says so on stderr; a non-loopback ``--host`` without tokens is refused (exit 2), as
+    is a missing broker URL or a token whose environment variable is unset.
 
 Exit codes: 0 success, 1 failure of the command, 2 bad usage or bad configuration (the
 :class:`~mozaiks_bus.errors.ConfigError` message goes to stderr).
@@ -94,10 +99,67 @@ def schema_command(output: str) -> None:
         stream.write(dump_json(CATALOG.json_schema()) + "\n")
 
 
+@cli.command("worker")
+@click.argument("app", required=False)
+@click.option("--processes", "-p", type=click.IntRange(min=1), default=2, show_default=True,
+              help="RQ worker processes (HTTP attempts run one at a time in each).")
+@click.pass_context
+def worker_command(ctx: click.Context, app: str | None, processes: int) -> None:
+    """Run the HTTP sink worker (dispatcher, RQ workers, scheduler) until SIGINT/SIGTERM.
+
+    APP (module:attribute of a Bus with consumers) runs alongside.
+    """
+    from mozaiks_bus.sinks.worker import WorkerOptions, run_worker  # noqa: PLC0415
+
+    settings = load_cli_settings(ctx)
+    bus = None
+    if app is not None:
+        import importlib  # noqa: PLC0415
+
+        from mozaiks_bus.bus import Bus  # noqa: PLC0415
+
+        module_name, _, attribute = app.partition(":")
+        bus = getattr(importlib.import_module(module_name), attribute or "bus", None)
+        if not isinstance(bus, Bus):
+            raise click.BadParameter(f"{app} is not a mozaiks_bus.Bus", param_hint="APP")
+    try:
+        run_worker(settings, WorkerOptions(processes=processes), app=bus)
+    except ConfigError as exc:
+        click.echo(f"mozaiks-bus: {exc}", err=True)
+        ctx.exit(EXIT_CONFIG)
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes (each runs its own Bus).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.pass_context
+def serve_command(ctx: click.Context, host: str, port: int, workers: int,
+                  log_level: str) -> None:
+    """Run the HTTP and WebSocket API (uvicorn)."""
+    from mozaiks_bus.server.serve import ServeRefused, serve  # noqa: PLC0415  (heavy)
+
+    settings = load_cli_settings(ctx)
+    config_path: Path | None = ctx.find_root().params.get("config_path")
+    try:
+        serve(settings, host=host, port=port, workers=workers, log_level=log_level,
+              config_path=config_path, echo=lambda line: click.echo(line, err=True))
+    except (ConfigError, ServeRefused) as exc:
+        click.echo(f"mozaiks-bus: {exc}", err=True)
+        ctx.exit(EXIT_CONFIG)
+
+
 def main() -> None:
     """Console-script entry point (``mozaiks-bus``)."""
     cli.main(prog_name="mozaiks-bus")
 
+
+from .cli_ops import register as _register_operator_commands  # noqa: E402
+
+_register_operator_commands(cli)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,280 @@
+"""Operator commands of ``mozaiks-bus``: publish, tail, status, dlq, replay, doctor.
+
+Each command loads the settings like every other command (a bad configuration exits
+2), talks to the configured broker, prints readable tables (``--json`` for scripts)
+and exits 1 when what it was asked to do failed. Registered on the CLI group by
+:func:`register`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .bus import Bus
+from .doctor import run_checks
+from .errors import MozaiksBusError
+from .event import Event
+from .patterns import compile_pattern
+from .settings import BusSettings
+
+__all__ = ["register"]
+
+T = TypeVar("T")
+console = Console()
+
+
+def _settings(ctx: click.Context) -> BusSettings:
+    from .cli import load_cli_settings  # noqa: PLC0415  # the CLI module imports us
+
+    return load_cli_settings(ctx)
+
+
+def _run(coro: Awaitable[T]) -> T:
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except MozaiksBusError as exc:
+        click.echo(f"mozaiks-bus: {exc}", err=True)
+        sys.exit(1)
+
+
+async def _with_bus(settings: BusSettings, work: Callable[[Bus], Awaitable[T]]) -> T:
+    bus = Bus(config=settings)
+    async with bus:
+        return await work(bus)
+
+
+@click.command("publish")
+@click.argument("type_name", metavar="TYPE")
+@click.argument("data", required=False, default="{}")
+@click.option("--subject", default=None, help="CloudEvents subject (a chat id for ui).")
+@click.option("--durable/--no-durable", default=None, help="Override the route.")
+@click.option("--fanout/--no-fanout", default=None, help="Override the route.")
+@click.pass_context
+def publish_command(ctx: click.Context, type_name: str, data: str, subject: str | None,
+                    durable: bool | None, fanout: bool | None) -> None:
+    """Publish one event (DATA is a JSON object) and wait until Redis took it."""
+    settings = _settings(ctx)
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        raise click.BadParameter(f"must be a JSON object: {exc}", param_hint="DATA") from None
+
+    async def work(bus: Bus) -> Event:
+        return await bus.publish(type_name, payload, subject=subject, durable=durable,
+                                 fanout=fanout)
+
+    event = _run(_with_bus(settings, work))
+    click.echo(event.id)
+
+
+@click.command("tail")
+@click.argument("pattern", default="*")
+@click.option("--count", type=int, default=None, help="Exit after this many events.")
+@click.option("--timeout", type=float, default=None, help="Exit after this many seconds.")
+@click.pass_context
+def tail_command(ctx: click.Context, pattern: str, count: int | None,
+                 timeout: float | None) -> None:
+    """Print events matching PATTERN as JSON lines, live, from every process: fan-out
+    events as they are published and new entries of the durable streams."""
+    settings = _settings(ctx)
+    compile_pattern(pattern)
+
+    async def work(bus: Bus) -> None:
+        done = asyncio.Event()
+        seen: set[str] = set()
+        printed = 0
+
+        def show(event: Event) -> None:
+            nonlocal printed
+            if event.id in seen or done.is_set():
+                return
+            seen.add(event.id)
+            click.echo(event.to_json())
+            printed += 1
+            if count is not None and printed >= count:
+                done.set()
+
+        bus.subscribe_remote(pattern, show)
+        reader = asyncio.create_task(_tail_streams(bus, pattern, show, done))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout)
+        done.set()
+        # The reader stops at its next turn (reads block 200 ms at most).
+        await asyncio.wait_for(asyncio.gather(reader, return_exceptions=True), 5)
+
+    _run(_with_bus(settings, work))
+
+
+async def _tail_streams(
+    bus: Bus, pattern: str, show: Callable[[Event], None], done: asyncio.Event
+) -> None:
+    """XREAD (no group: tailing consumes nothing) every matching stream, from the
+    moment the tail started (streams that appear later included)."""
+    matcher = compile_pattern(pattern)
+    client = bus.streams.client
+    keys = bus.streams.keys
+    started = f"{int(time.time() * 1000)}-0"
+    positions: dict[str, str] = {}
+    while not done.is_set():
+        for type_name in await bus.streams.types():
+            if matcher.matches(type_name) and keys.stream(type_name) not in positions:
+                positions[keys.stream(type_name)] = started
+        if not positions:
+            await asyncio.sleep(0.2)
+            continue
+        for key in list(positions):  # one stream a call: no multi-slot reads
+            reply: Any = await client.xread({key: positions[key]}, count=100, block=200)
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    positions[key] = entry_id.decode()
+                    show(Event.from_wire(fields[b"e"]))
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status_command(ctx: click.Context, as_json: bool) -> None:
+    """Streams (length, groups, lag, pending, oldest pending age), dead letters, sinks."""
+    settings = _settings(ctx)
+
+    async def work(bus: Bus) -> dict[str, Any]:
+        streams = [info.to_dict() for info in await bus.streams.streams()]
+        return {"broker": bus.health(), "streams": streams,
+                "sinks": [sink.name for sink in settings.sinks]}
+
+    report = _run(_with_bus(settings, work))
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True, default=str))
+        return
+    table = Table("stream", "length", "dead letters", "group", "consumers", "pending",
+                  "lag", "oldest pending (s)", title="durable streams")
+    for stream in report["streams"]:
+        groups = stream["groups"] or [{}]
+        for group in groups:
+            table.add_row(stream["type"], str(stream["length"]), str(stream["dead_letters"]),
+                          str(group.get("name", "-")), str(group.get("consumers", "-")),
+                          str(group.get("pending", "-")), str(group.get("lag", "-")),
+                          str(group.get("oldest_pending_age_s") or "-"))
+    console.print(table)
+    console.print(f"listener: {report['broker'].get('listener')}; "
+                  f"sinks configured: {', '.join(report['sinks']) or 'none'}")
+
+
+@click.group("dlq")
+def dlq_group() -> None:
+    """Dead letters of the durable streams: list, replay, purge."""
+
+
+@dlq_group.command("list")
+@click.option("--type", "type_name", default=None, help="Only this event type.")
+@click.option("--limit", type=int, default=50)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def dlq_list(ctx: click.Context, type_name: str | None, limit: int, as_json: bool) -> None:
+    """List dead letters, newest first."""
+    settings = _settings(ctx)
+
+    async def work(bus: Bus) -> list[dict[str, object]]:
+        types = [type_name] if type_name else None
+        return [dl.to_dict() for dl in await bus.streams.dead_letters(types, limit=limit)]
+
+    letters = _run(_with_bus(settings, work))
+    if as_json:
+        click.echo(json.dumps(letters, indent=2, sort_keys=True))
+        return
+    table = Table("id", "type", "group", "deliveries", "error", title="dead letters")
+    for letter in letters:
+        table.add_row(str(letter["id"]), str(letter["type"]), str(letter["group"]),
+                      str(letter["deliveries"]), str(letter["error"])[:80])
+    console.print(table)
+
+
+@dlq_group.command("replay")
+@click.argument("type_name", metavar="TYPE")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "replay_all", is_flag=True, help="Every dead letter of TYPE.")
+@click.pass_context
+def dlq_replay(ctx: click.Context, type_name: str, ids: tuple[str, ...],
+               replay_all: bool) -> None:
+    """Put dead letters back on their stream, for the group that failed them only."""
+    if not ids and not replay_all:
+        raise click.UsageError("give dead-letter ids, or --all")
+    settings = _settings(ctx)
+
+    async def work(bus: Bus) -> list[str]:
+        chosen = list(ids) or [dl.id for dl in
+                               await bus.streams.dead_letters([type_name], limit=10_000)]
+        return [await bus.streams.replay_dead_letter(type_name, dl_id) for dl_id in chosen]
+
+    replayed = _run(_with_bus(settings, work))
+    click.echo(f"replayed {len(replayed)} dead letter(s) of {type_name}")
+
+
+@dlq_group.command("purge")
+@click.argument("type_name", metavar="TYPE")
+@click.option("--yes", is_flag=True, help="Do not ask.")
+@click.pass_context
+def dlq_purge(ctx: click.Context, type_name: str, yes: bool) -> None:
+    """Delete every dead letter of TYPE."""
+    if not yes:
+        click.confirm(f"Delete every dead letter of {type_name}?", abort=True)
+    settings = _settings(ctx)
+
+    async def work(bus: Bus) -> int:
+        letters = await bus.streams.dead_letters([type_name], limit=100_000)
+        return sum([await bus.streams.delete_dead_letter(type_name, dl.id) for dl in letters])
+
+    click.echo(f"deleted {_run(_with_bus(settings, work))} dead letter(s) of {type_name}")
+
+
+@click.command("replay")
+@click.argument("type_name", metavar="TYPE")
+@click.argument("group")
+@click.option("--from-id", default=None, help="Re-deliver from this stream id on.")
+@click.option("--from-time", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z"]), default=None,
+              help="Re-deliver from this time on (e.g. 2026-11-27T10:00:00+00:00).")
+@click.pass_context
+def replay_command(ctx: click.Context, type_name: str, group: str, from_id: str | None,
+                   from_time: datetime | None) -> None:
+    """Move GROUP's position on TYPE's stream back (or forward) to an id or a time."""
+    settings = _settings(ctx)
+
+    async def work(bus: Bus) -> str:
+        return await bus.streams.replay_group(type_name, group, from_id=from_id,
+                                              from_time=from_time)
+
+    click.echo(f"{group} on {type_name} reads again after {_run(_with_bus(settings, work))}")
+
+
+@click.command("doctor")
+@click.pass_context
+def doctor_command(ctx: click.Context) -> None:
+    """Check Redis: reachable, version, persistence, noeviction, TLS/ACL hints."""
+    settings = _settings(ctx)
+    checks = run_checks(settings)
+    table = Table("check", "result", "found", "what to do", title="mozaiks-bus doctor")
+    colours = {"ok": "green", "warn": "yellow", "fail": "red"}
+    for check in checks:
+        table.add_row(check.name, f"[{colours[check.status]}]{check.status}[/]",
+                      check.found, check.hint)
+    console.print(table)
+    if any(check.status == "fail" for check in checks):
+        ctx.exit(1)
+
+
+def register(group: click.Group) -> None:
+    """Add the operator commands to the CLI group."""
+    for command in (publish_command, tail_command, status_command, dlq_group,
+                    replay_command, doctor_command):
+        group.add_command(command)

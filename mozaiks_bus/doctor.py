@@ -1,0 +1,112 @@
+"""``mozaiks-bus doctor``: is this Redis fit to carry events?
+
+Each check yields a :class:`Check` (``ok`` / ``warn`` / ``fail``, what was found, what to
+do). Failing checks make the command exit non-zero:
+
+* configuration loads and validates;
+* Redis answers (version shown; 6.2+ required for XAUTOCLAIM and GETDEL);
+* persistence is on (AOF, or at least RDB snapshots): without it a restart loses every
+  confirmed event;
+* ``maxmemory-policy`` is ``noeviction``: any other policy can silently evict streams,
+  dead letters and RQ jobs under memory pressure;
+* hints (warnings, not failures): no TLS to a non-loopback host, the default user
+  without a password, ``appendfsync no``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import redis
+
+from .connection import create_sync_client, redact_url, translate_redis_error
+from .settings import BusSettings
+
+__all__ = ["Check", "run_checks"]
+
+Status = Literal["ok", "warn", "fail"]
+MIN_VERSION = (6, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One finding of the doctor."""
+
+    name: str
+    status: Status
+    found: str
+    hint: str = ""
+
+
+def run_checks(settings: BusSettings) -> list[Check]:
+    """Every check against the configured broker (connects, reads CONFIG/INFO, writes
+    nothing)."""
+    url = settings.broker_url
+    if not url:
+        return [Check("broker", "fail", "MOZAIKS_BROKER_URL is not set",
+                      "set it (redis://...), or use `mozaiks-bus up` for an embedded Redis")]
+    if url.startswith("memory://"):
+        return [Check("broker", "warn", "memory:// (in-process fakeredis)",
+                      "fine for demos and tests; nothing survives a restart")]
+    client = create_sync_client(url, socket_timeout=5.0, retries=0)
+    try:
+        return list(_checks(client, url))
+    finally:
+        client.close()
+
+
+def _checks(client: redis.Redis, url: str) -> Iterator[Check]:
+    try:
+        info: Any = client.info("server")
+        persistence: Any = client.info("persistence")
+        config: Any = client.config_get("maxmemory-policy")
+        config.update(client.config_get("appendfsync"))
+        config.update(client.config_get("save"))
+    except (redis.exceptions.RedisError, OSError) as exc:
+        error = translate_redis_error(exc, action="doctor", url=url)
+        yield Check("reachable", "fail", str(error),
+                    "is Redis running, and do the URL, user and password match?")
+        return
+    version = str(info.get("redis_version", "0"))
+    yield Check("reachable", "ok", f"Redis {version} at {redact_url(url)}")
+    numbers = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    if numbers < MIN_VERSION:
+        yield Check("version", "fail", version, "Redis 6.2 or newer is required")
+    yield _persistence(persistence, config)
+    policy = str(config.get("maxmemory-policy", "?"))
+    if policy == "noeviction":
+        yield Check("maxmemory-policy", "ok", policy)
+    else:
+        yield Check("maxmemory-policy", "fail", policy,
+                    "set maxmemory-policy noeviction: any other policy can evict streams, "
+                    "dead letters and jobs without a trace")
+    yield from _hints(url, config)
+
+
+def _persistence(persistence: dict[str, Any], config: dict[str, Any]) -> Check:
+    aof = bool(int(persistence.get("aof_enabled", 0)))
+    rdb = bool(str(config.get("save", "")).strip())
+    if aof:
+        return Check("persistence", "ok", f"AOF on (appendfsync {config.get('appendfsync')})")
+    if rdb:
+        return Check("persistence", "warn", f"RDB snapshots only (save {config.get('save')})",
+                     "a crash loses the writes since the last snapshot: turn on appendonly")
+    return Check("persistence", "fail", "off (no AOF, no RDB)",
+                 "appendonly yes: without persistence a restart loses every confirmed event")
+
+
+def _hints(url: str, config: dict[str, Any]) -> Iterator[Check]:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    loopback = host in {"127.0.0.1", "localhost", "::1"} or parts.scheme == "unix"
+    if parts.scheme == "redis" and not loopback:
+        yield Check("tls", "warn", f"plain TCP to {host}",
+                    "use rediss:// (TLS) for a Redis that is not on this host")
+    if not parts.password and parts.scheme != "unix":
+        yield Check("auth", "warn", "no password in the URL",
+                    "use an ACL user with a password, fenced to the key prefix (~<prefix>:*)")
+    if config.get("appendfsync") == "no":
+        yield Check("appendfsync", "warn", "no", "everysec loses at most ~1 s on a crash")

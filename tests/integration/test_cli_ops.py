@@ -1,0 +1,194 @@
+"""Operator commands against real redis-servers: doctor, publish, status, dlq, replay,
+tail, and the embedded Redis of ``up``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+from mozaiks_bus import Bus, Event, load_settings
+from mozaiks_bus.cli import cli
+from mozaiks_bus.embedded import start_embedded_redis
+from tests.conftest import MakeRedisServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.startswith("MOZAIKS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return monkeypatch
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_doctor_fails_on_eviction_and_missing_persistence_and_passes_a_good_redis(
+    make_redis_server: MakeRedisServer, env: pytest.MonkeyPatch
+) -> None:
+    lru = make_redis_server(extra_args=("--maxmemory-policy", "allkeys-lru", "--appendonly", "yes"))
+    env.setenv("MOZAIKS_BROKER_URL", lru.url)
+    code, out = invoke("doctor")
+    assert code == 1
+    assert "allkeys-lru" in out
+    assert "noeviction" in out
+
+    volatile = make_redis_server()  # no AOF, no RDB: a restart loses everything
+    env.setenv("MOZAIKS_BROKER_URL", volatile.url)
+    code, out = invoke("doctor")
+    assert code == 1
+    assert "persistence" in out
+    assert "off" in out
+
+    good = make_redis_server(appendonly=True)
+    env.setenv("MOZAIKS_BROKER_URL", good.url)
+    code, out = invoke("doctor")
+    assert code == 0, out
+    assert "AOF on" in out
+
+    env.setenv("MOZAIKS_BROKER_URL", "redis://127.0.0.1:1/0")
+    code, out = invoke("doctor")
+    assert code == 1
+    assert "reachable" in out
+
+
+def test_publish_status_dlq_and_replay(
+    redis_url: str, key_prefix: str, env: pytest.MonkeyPatch
+) -> None:
+    env.setenv("MOZAIKS_BROKER_URL", redis_url)
+    env.setenv("MOZAIKS_BUS_PREFIX", key_prefix)
+    code, out = invoke("publish", "orders.created", '{"n": 1}', "--durable")
+    assert code == 0, out
+    event_id = out.strip()
+
+    async def fail_once_then_succeed() -> list[str]:
+        seen: list[str] = []
+        broken = True
+        bus = Bus(
+            config=load_settings(
+                broker_url=redis_url,
+                prefix=key_prefix,
+                consumer_block_ms=100,
+                consumer_claim_interval_s=0.2,
+            )
+        )
+
+        @bus.consumer("orders.created", group="billing", max_deliveries=1)
+        async def bill(event: Event) -> None:
+            seen.append(event.id)
+            if broken:
+                raise RuntimeError("billing is down")
+
+        async with bus:
+            for _ in range(100):
+                if (await bus.streams.stream("orders.created")).dead_letters:
+                    break
+                await asyncio.sleep(0.05)
+            code, out = await asyncio.to_thread(invoke, "dlq", "list", "--json")
+            letters = json.loads(out)
+            assert [letter["event"]["id"] for letter in letters] == [event_id]
+            assert letters[0]["error"] == "RuntimeError: billing is down"
+            code, out = await asyncio.to_thread(invoke, "status", "--json")
+            status = json.loads(out)
+            stream = status["streams"][0]
+            assert stream["type"] == "orders.created"
+            assert stream["dead_letters"] == 1
+            assert stream["groups"][0]["name"] == "billing"
+            broken = False
+            code, out = await asyncio.to_thread(invoke, "dlq", "replay", "orders.created", "--all")
+            assert code == 0, out
+            for _ in range(100):
+                if len(seen) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            code, out = await asyncio.to_thread(
+                invoke, "replay", "orders.created", "billing", "--from-id", "0"
+            )
+            assert code == 0, out
+            for _ in range(100):
+                if len(seen) == 3:
+                    break
+                await asyncio.sleep(0.05)
+        return seen
+
+    seen = asyncio.run(fail_once_then_succeed())
+    assert seen == [event_id] * 4  # failed, replayed, then both entries re-read
+    code, out = invoke("dlq", "list", "--json")
+    assert json.loads(out) == []
+
+
+def test_publish_rejects_bad_input_with_the_field(
+    redis_url: str, key_prefix: str, env: pytest.MonkeyPatch
+) -> None:
+    env.setenv("MOZAIKS_BROKER_URL", redis_url)
+    env.setenv("MOZAIKS_BUS_PREFIX", key_prefix)
+    result = CliRunner().invoke(cli, ["publish", "Bad Type", "{}"])
+    assert result.exit_code != 0
+    assert "type" in (result.output + str(result.exception))
+    result = CliRunner().invoke(cli, ["publish", "a.b", "[1"])
+    assert result.exit_code == 2
+    assert "DATA" in result.output
+
+
+def test_tail_prints_events_from_another_process(redis_url: str, key_prefix: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOZAIKS_")}
+    env.update(MOZAIKS_BROKER_URL=redis_url, MOZAIKS_BUS_PREFIX=key_prefix)
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "mozaiks_bus.cli", "tail", "*", "--count", "2", "--timeout", "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        time.sleep(1.5)  # the tail subscribes
+
+        async def publish() -> None:
+            bus = Bus(config=load_settings(broker_url=redis_url, prefix=key_prefix))
+            async with bus:
+                await bus.publish("theme_changed", {"user_id": "u", "theme": "dark"})
+                await bus.publish("orders.created", {"n": 2}, durable=True, fanout=False)
+
+        asyncio.run(publish())
+        out, err = tail.communicate(timeout=30)
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+    assert tail.returncode == 0, err
+    types = sorted(json.loads(line)["type"] for line in out.splitlines())
+    assert types == ["orders.created", "theme_changed"]
+
+
+def test_embedded_redis_keeps_confirmed_data_across_restarts(tmp_path: Path) -> None:
+    first = start_embedded_redis(tmp_path / "data")
+    if not first.persistent:
+        pytest.skip("needs redis-server on PATH")
+    try:
+        client = redis.Redis.from_url(first.url)
+        client.xadd("mozaiks:stream:{x}", {"e": "1"})
+        client.close()
+    finally:
+        first.stop()
+    second = start_embedded_redis(tmp_path / "data")
+    try:
+        client = redis.Redis.from_url(second.url)
+        assert client.xlen("mozaiks:stream:{x}") == 1
+        assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        assert client.config_get("bind")["bind"] == "127.0.0.1"
+        client.close()
+    finally:
+        second.stop()
