@@ -260,7 +260,7 @@ async def _consume_mozaiks(cfg: _Config, key: str, label: str) -> dict[str, Any]
     t0 = time.perf_counter()
     async with bus:
         await done.wait()
-        while bus.stats.get("consumed") < n:  # noqa: ASYNC110  # incremented after XACK
+        while bus.stats.get("acked") < n:  # noqa: ASYNC110  # counted after the XACK
             await asyncio.sleep(0.0005)
         elapsed = time.perf_counter() - t0
         info = await bus.streams.stream(EVENT_TYPE)

@@ -61,6 +61,7 @@ logger = logging.getLogger("mozaiks_bus.consumer")
 ConsumerHandler = Callable[..., Any]
 BACKOFF_MAX_S = 2.0
 SWEEP_INTERVAL_S = 60.0
+READ_MAX = 128  # entries one XREADGROUP asks for at most
 DEAD_CONSUMER_IDLE_S = 3600.0
 
 
@@ -135,24 +136,29 @@ class _Entry:
 
 
 class _Slots:
-    """A counting semaphore that can hand out several permits at once."""
+    """A counting semaphore that can hand out several permits at once (one loop)."""
 
     def __init__(self, size: int) -> None:
         self.free = size
-        self._changed = asyncio.Condition()
+        self.wake_at = 1
+        self._freed = asyncio.Event()
+
+    async def _wait(self, at_least: int = 1) -> None:
+        while self.free < at_least:
+            self._freed.clear()
+            await self._freed.wait()
 
     async def take(self, most: int) -> int:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.free > 0)
-            taken = min(self.free, most)
-            self.free -= taken
-            return taken
+        """Wait for a permit, then take up to ``most``."""
+        await self._wait()
+        taken = min(self.free, most)
+        self.free -= taken
+        return taken
 
-    async def available(self) -> int:
-        """Wait until a permit is free; returns how many are free (takes none)."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.free > 0)
-            return self.free
+    async def available(self, at_least: int = 1) -> int:
+        """Wait until ``at_least`` permits are free; returns how many (takes none)."""
+        await self._wait(at_least)
+        return self.free
 
     def force_take(self, count: int) -> None:
         """Take ``count`` permits even if fewer are free (a reader that already read)."""
@@ -164,10 +170,48 @@ class _Slots:
         self.free -= taken
         return taken
 
-    async def give(self, count: int = 1) -> None:
-        async with self._changed:
-            self.free += count
-            self._changed.notify_all()
+    def give(self, count: int = 1) -> None:
+        """Return permits."""
+        self.free += count
+        if self.free >= self.wake_at:
+            self._freed.set()
+
+
+class _AckBatcher:
+    """Plain acks of one loop turn go out as one XACK per stream (not one per entry).
+
+    An entry stays held (heartbeats keep its claim) until its XACK is sent; if the
+    XACK fails the entry stays pending and is redelivered: at least once."""
+
+    def __init__(self, consumer: GroupConsumer) -> None:
+        self._consumer = consumer
+        self._pending: dict[str, list[str]] = {}
+        self._flushing: asyncio.Task[None] | None = None
+
+    def add(self, key: str, sid: str) -> None:
+        self._pending.setdefault(key, []).append(sid)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the acks of this loop turn gather
+        consumer = self._consumer
+        while self._pending:
+            batch, self._pending = self._pending, {}
+            for key, ids in batch.items():
+                try:
+                    await consumer._client.xack(key, consumer.spec.group, *ids)
+                    consumer.stats.incr("acked", len(ids))
+                except (rexc.RedisError, OSError) as exc:
+                    logger.warning("acking %d entries of %s failed (%s): they will be "
+                                   "redelivered", len(ids), key, exc)
+                held = consumer._held.get(key, set())
+                held.difference_update(ids)
+
+    async def drain(self) -> None:
+        """Wait for the acks queued so far."""
+        if self._flushing is not None:
+            await asyncio.gather(self._flushing, return_exceptions=True)
 
 
 class GroupConsumer:
@@ -188,19 +232,27 @@ class GroupConsumer:
         self._pattern = compile_pattern(spec.pattern)
         self._slots = _Slots(spec.concurrency)
         self._readers: dict[str, asyncio.Task[None]] = {}
-        self._handlers: set[asyncio.Task[None]] = set()
+        # the reader's permits bound this queue to about ``concurrency`` entries
+        self._work: asyncio.Queue[tuple[_Entry, int, bool]] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
+        self._busy = 0
         self._held: dict[str, set[str]] = {}  # stream key -> ids we are handling or retrying
         self._retries: list[tuple[float, str, str, str]] = []  # (due, type, key, id)
         self._retry_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._read_batch = max(1, spec.concurrency // 2)
+        self._slots.wake_at = self._read_batch
         self._wants_delivery = spec.wants_delivery
+        self._acks = _AckBatcher(self)
         self._is_async = is_async_callable(spec.handler)
 
     # -- life cycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
         """Create the groups of the streams that exist now and start reading."""
+        self._workers = [asyncio.create_task(self._worker(), name=f"worker:{self.spec.group}")
+                         for _ in range(self.spec.concurrency)]
         await self._discover()
         self._tasks = [
             asyncio.create_task(self._janitor_loop(), name=f"janitor:{self.spec.group}"),
@@ -213,14 +265,16 @@ class GroupConsumer:
         for task in [*self._readers.values(), *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._readers.values(), *self._tasks, return_exceptions=True)
-        if self._handlers:
-            _, unfinished = await asyncio.wait(set(self._handlers), timeout=timeout)
-            for task in unfinished:
-                task.cancel()
-            if unfinished:
-                logger.warning("%d handlers of %s did not finish in %.1fs: handed back",
-                               len(unfinished), self.spec.group, timeout)
-                await asyncio.gather(*unfinished, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self._work.join(), timeout)
+        except TimeoutError:
+            logger.warning("%d deliveries of %s did not finish in %.1fs: handed back "
+                           "(reclaimed after the min-idle time)",
+                           self._work.qsize() + self._busy, self.spec.group, timeout)
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        await self._acks.drain()
 
     # -- streams ------------------------------------------------------------------------
 
@@ -257,7 +311,9 @@ class GroupConsumer:
         while not self._stopping:
             # Permits are not held across the blocking read, so retries and reclaims are
             # not starved; a read can overshoot the concurrency by what it asked for.
-            taken = min(await self._slots.available(), 64)
+            # Read in batches: wait for half the permits rather than reading one entry
+            # per freed permit (the retry/claim paths still get single permits).
+            taken = min(await self._slots.available(self._read_batch), READ_MAX)
             try:
                 reply: Any = await self._blocking.xreadgroup(
                     self.spec.group, self.name, {key: ">" if not recovering else position},
@@ -297,9 +353,18 @@ class GroupConsumer:
             self._spawn(_Entry(type_name, key, sid, fields), deliveries, already_done=done)
 
     def _spawn(self, entry: _Entry, deliveries: int, *, already_done: bool = False) -> None:
-        task = asyncio.create_task(self._handle(entry, deliveries, already_done=already_done))
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
+        self._work.put_nowait((entry, deliveries, already_done))
+
+    async def _worker(self) -> None:
+        """One of ``concurrency`` long-lived workers (no task per delivery)."""
+        while True:
+            entry, deliveries, already_done = await self._work.get()
+            self._busy += 1
+            try:
+                await self._handle(entry, deliveries, already_done=already_done)
+            finally:
+                self._busy -= 1
+                self._work.task_done()
 
     async def _already_processed(self, type_name: str, entries: list[Any]) -> list[bool]:
         if not self.spec.guard or not entries:
@@ -330,10 +395,11 @@ class GroupConsumer:
         finally:
             if not keep:
                 self._held.get(entry.key, set()).discard(entry.sid)
-            await self._slots.give()
+            self._slots.give()
 
     async def _handle_inner(self, entry: _Entry, deliveries: int, already_done: bool) -> bool:
-        """Returns True when the entry stays held (a retry is scheduled)."""
+        """Returns True when the entry stays held (a retry is scheduled, or its ack is
+        batched: the batcher releases it)."""
         key, sid, fields = entry.key, entry.sid, entry.fields
         if not fields:
             self.stats.incr("lost_pending")
@@ -364,8 +430,11 @@ class GroupConsumer:
             raise
         except Exception as exc:  # noqa: BLE001  # the contract: raise = retry / dead letter
             return await self._failed(entry, deliveries, exc)
-        await self._ack(entry, event, delivery)
         self.stats.incr("consumed")
+        if not self.spec.guard and delivery._tx is None:
+            self._acks.add(entry.key, entry.sid)
+            return True
+        await self._ack(entry, event, delivery)
         return False
 
     async def _call(self, event: Event, delivery: Delivery) -> None:
@@ -396,9 +465,6 @@ class GroupConsumer:
         return True
 
     async def _ack(self, entry: _Entry, event: Event, delivery: Delivery) -> None:
-        if not self.spec.guard and delivery._tx is None:
-            await self._client.xack(entry.key, self.spec.group, entry.sid)
-            return
         commands = [] if delivery._tx is None else list(delivery._tx.command_stack)
         if not self.spec.guard:
             pipe = self._client.pipeline(transaction=True)
@@ -406,8 +472,10 @@ class GroupConsumer:
                 pipe.execute_command(*args, **options)
             pipe.xack(entry.key, self.spec.group, entry.sid)
             await pipe.execute()
+            self.stats.incr("acked")
             return
         await self._ack_guarded(entry, event, commands)
+        self.stats.incr("acked")
 
     async def _ack_guarded(
         self, entry: _Entry, event: Event, commands: list[tuple[Any, Any]]
@@ -468,12 +536,12 @@ class GroupConsumer:
                 claimed: Any = await self._client.xclaim(key, self.spec.group, self.name, 0,
                                                          [sid])
             except (rexc.RedisError, OSError) as exc:
-                await self._slots.give()
+                self._slots.give()
                 logger.warning("retry of %s %s postponed: %s", key, sid, exc)
                 heapq.heappush(self._retries, (time.monotonic() + 1.0, type_name, key, sid))
                 continue
             if not claimed or claimed[0][1] is None:
-                await self._slots.give()
+                self._slots.give()
                 self._held.get(key, set()).discard(sid)
                 continue
             deliveries = await self._delivery_count(key, sid)
@@ -538,13 +606,13 @@ class GroupConsumer:
             reply: Any = await self._client.xautoclaim(key, self.spec.group, self.name,
                                                   min_idle_ms, "0-0", count=taken)
         except rexc.ResponseError as exc:
-            await self._slots.give(taken)
+            self._slots.give(taken)
             if _group_vanished(exc):
                 await self._recreate_group(key)
                 return
             raise
         except BaseException:
-            await self._slots.give(taken)
+            self._slots.give(taken)
             raise
         claimed, deleted = reply[1], (reply[2] if len(reply) > 2 else [])
         if deleted:
@@ -557,7 +625,7 @@ class GroupConsumer:
         if mine:
             self.stats.incr("reclaimed", len(mine))
             await self._start_handlers(type_name, key, mine, fresh=False)
-        await self._slots.give(taken - len(mine))
+        self._slots.give(taken - len(mine))
 
 
 def _group_vanished(exc: Exception) -> bool:

@@ -241,11 +241,12 @@ class Event:
         if (
             obj.get("specversion") != SPECVERSION
             or obj.get("datacontenttype") != "application/json"
-            or type(type_name) is not str or _TYPE_RE.fullmatch(type_name) is None
+            or type(type_name) is not str
+            or (type_name not in _KNOWN_TYPES and not _remember_type(type_name))
             or type(event_id) is not str or not event_id
             or type(source) is not str or not source
             or type(data) is not dict
-            or any(type(obj.get(name, "")) is not str for name in _WIRE_OPTIONAL)
+            or (len(obj) > _WIRE_REQUIRED and not _optional_are_text(obj))
         ):
             return cls.from_dict(obj)
         return cls(
@@ -288,6 +289,23 @@ class Event:
         if content_type != event.datacontenttype:
             event = replace(event, datacontenttype=content_type)
         return event
+
+
+_KNOWN_TYPES: set[str] = set()  # type names that passed the rule (bounded below)
+_WIRE_REQUIRED = 7  # specversion, id, type, source, time, datacontenttype, data
+
+
+def _remember_type(type_name: str) -> bool:
+    """Validate a type name once; later events of the type skip the regex."""
+    if len(type_name) > MAX_TYPE_LENGTH or _TYPE_RE.fullmatch(type_name) is None:
+        return False
+    if len(_KNOWN_TYPES) < 10_000:
+        _KNOWN_TYPES.add(type_name)
+    return True
+
+
+def _optional_are_text(obj: dict[str, Any]) -> bool:
+    return all(type(obj.get(name, "")) is str for name in _WIRE_OPTIONAL)
 
 
 def format_time(moment: datetime) -> str:
