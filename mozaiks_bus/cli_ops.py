@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -273,8 +274,36 @@ def doctor_command(ctx: click.Context) -> None:
         ctx.exit(1)
 
 
+@click.command("up")
+@click.argument("app", required=False)
+@click.option("--host", default="127.0.0.1", show_default=True, help="API address.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(".mozaiks-bus"), show_default=True,
+              help="Where the embedded Redis keeps its data (AOF).")
+@click.option("--worker-processes", default=1, show_default=True,
+              type=click.IntRange(1, 32), help="RQ worker processes for HTTP sinks.")
+@click.pass_context
+def up_command(ctx: click.Context, app: str | None, host: str, port: int, data_dir: Path,
+               worker_processes: int) -> None:
+    """Run everything on this host: Redis (embedded unless MOZAIKS_BROKER_URL is set), the
+    API, the durable consumers of APP (module:attribute of a Bus) and the sink worker."""
+    from .up import UpOptions, run_up  # noqa: PLC0415  # imports the server stack
+
+    settings = _settings(ctx)
+    options = UpOptions(app=app, host=host, port=port, data_dir=data_dir,
+                        worker_processes=worker_processes,
+                        config_path=ctx.find_root().params.get("config_path"))
+    try:
+        status = run_up(settings, options, echo=lambda line: click.echo(line, err=True))
+    except MozaiksBusError as exc:
+        click.echo(f"mozaiks-bus: {exc}", err=True)
+        ctx.exit(1)
+    ctx.exit(status)
+
+
 def register(group: click.Group) -> None:
     """Add the operator commands to the CLI group."""
     for command in (publish_command, tail_command, status_command, dlq_group,
-                    replay_command, doctor_command):
+                    replay_command, doctor_command, up_command):
         group.add_command(command)

@@ -1,0 +1,110 @@
+"""`mozaiks-bus up` as a subprocess with no broker configured: the embedded Redis, the
+API, an app's consumer and an HTTP sink, a clean SIGTERM, and data that survives."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.sink_target import Target
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+STOP_BOUND_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_up(tmp_path: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with open(tmp_path / "up.log", "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "mozaiks_bus.cli", "up", "tests.integration.up_app:bus",
+             "--port", str(port), "--data-dir", str(tmp_path / "data")],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> float:
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(STOP_BOUND_S)
+    return time.monotonic() - started
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server on PATH")
+def test_up_runs_the_stack_stops_cleanly_and_keeps_confirmed_events(tmp_path: Path) -> None:
+    target = Target()
+    out = tmp_path / "consumed.txt"
+    config = tmp_path / "mozaiks-bus.toml"
+    config.write_text(
+        '[[routes]]\npattern = "orders.*"\nscopes = ["durable"]\n'
+        '[[routes]]\npattern = "audit.*"\nscopes = ["durable"]\n'
+        f'[[sinks]]\nname = "hook"\nurl = "{target.url("/hook")}"\n'
+        'patterns = ["orders.*"]\nattempts = 3\n',
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOZAIKS_")}
+    env.update(MOZAIKS_BUS_CONFIG=str(config), UP_TEST_OUT=str(out))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_up(tmp_path, port, env)
+    try:
+        wait_until(lambda: ready(base), 60, "the API to be ready")
+        order = {"specversion": "1.0", "id": "order-1", "type": "orders.created",
+                 "source": "test", "data": {"n": 1}}
+        audit = {"specversion": "1.0", "id": "audit-1", "type": "audit.logged",
+                 "source": "test", "data": {"who": "me"}}
+        reply = httpx.post(f"{base}/v1/events", json=[order, audit], timeout=10)
+        assert reply.status_code == 202, reply.text
+        wait_until(lambda: out.exists() and "app orders.created order-1" in out.read_text(),
+                   30, "the app consumer")
+        target.wait_for(lambda: len(target.received("/hook")) == 1, 30, "the sink delivery")
+        delivered = target.received("/hook")[0]
+        assert json.loads(delivered.body)["id"] == "order-1"
+        assert delivered.headers["idempotency-key"] == "order-1"
+        assert stop(proc) < STOP_BOUND_S
+        assert proc.returncode == 0, (tmp_path / "up.log").read_text()
+        assert "audit" not in out.read_text()  # nobody consumed audit.* in the first run
+
+        env["UP_TEST_AUDIT"] = "1"
+        proc = start_up(tmp_path, port, env)
+        wait_until(lambda: "audit audit.logged audit-1" in out.read_text(), 60,
+                   "the audit event kept across the restart")
+        assert out.read_text().count("order-1") == 1  # not consumed twice
+        assert stop(proc) < STOP_BOUND_S
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        target.close()
