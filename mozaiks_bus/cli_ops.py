@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .bus import Bus
@@ -302,8 +304,43 @@ def up_command(ctx: click.Context, app: str | None, host: str, port: int, data_d
     ctx.exit(status)
 
 
+BENCHES = ("bench_fanout", "bench_durable", "bench_sinks", "bench_server")
+
+
+@click.command("bench")
+@click.argument("names", nargs=-1, type=click.Choice([b.removeprefix("bench_")
+                                                     for b in BENCHES]))
+@click.option("--timeout", type=float, default=900.0, show_default=True,
+              help="Seconds each benchmark may take.")
+def bench_command(names: tuple[str, ...], timeout: float) -> None:
+    """Run the bench/ suite (each against raw redis-py / httpx in the same run, printed
+    as ratios). Needs a source checkout: the benchmarks are not installed."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "bench" / "__init__.py").exists():
+        raise click.ClickException("bench/ not found: run from a source checkout "
+                                   "(git clone ...; pip install -e .)")
+    chosen = [f"bench_{name}" for name in names] or list(BENCHES)
+    failed = []
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        overall = progress.add_task("benchmarks", total=len(chosen))
+        for module in chosen:
+            progress.update(overall, description=f"running {module}")
+            result = subprocess.run(  # noqa: S603  # our own module, no shell
+                [sys.executable, "-m", f"bench.{module}"], cwd=root, capture_output=True,
+                text=True, timeout=timeout, check=False,
+            )
+            progress.console.print(result.stdout)
+            if result.returncode != 0:
+                failed.append(module)
+                progress.console.print(f"[red]{module} failed[/]\n{result.stderr[-2000:]}")
+            progress.advance(overall)
+    if failed:
+        raise click.ClickException(f"failed: {', '.join(failed)}")
+
+
 def register(group: click.Group) -> None:
     """Add the operator commands to the CLI group."""
     for command in (publish_command, tail_command, status_command, dlq_group,
-                    replay_command, doctor_command, up_command):
+                    replay_command, doctor_command, up_command, bench_command):
         group.add_command(command)
