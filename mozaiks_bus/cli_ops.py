@@ -304,6 +304,16 @@ def up_command(ctx: click.Context, app: str | None, host: str, port: int, data_d
     ctx.exit(status)
 
 
+@click.command("demo")
+def demo_command() -> None:
+    """A guided tour: every scope at work on an embedded stack, each step checked."""
+    from .demo import run_demo  # noqa: PLC0415
+
+    status = run_demo(click.echo)
+    if status:
+        sys.exit(status)
+
+
 BENCHES = ("bench_fanout", "bench_durable", "bench_sinks", "bench_server")
 
 
@@ -342,5 +352,6 @@ def bench_command(names: tuple[str, ...], timeout: float) -> None:
 def register(group: click.Group) -> None:
     """Add the operator commands to the CLI group."""
     for command in (publish_command, tail_command, status_command, dlq_group,
-                    replay_command, doctor_command, up_command, bench_command):
+                    replay_command, doctor_command, up_command, bench_command,
+                    demo_command):
         group.add_command(command)
