@@ -296,7 +296,13 @@ class RedisTransport:
             await self._wake.wait()
             self._wake.clear()
             while batch := self._take_batch():
-                ok = await self._send_batch(batch)
+                try:
+                    ok = await self._send_batch(batch)
+                except Exception as exc:  # the sender must outlive any bug
+                    logger.exception("sender: unexpected error; the batch is failed")
+                    for item in batch:
+                        self._reject(item, exc)
+                    ok = False
                 if ok:
                     backoff = BACKOFF_MIN_S
                 else:
@@ -307,9 +313,20 @@ class RedisTransport:
         assert self._client is not None
         commands: list[tuple[Any, ...]] = []
         firsts: list[int] = []
+        kept: list[_Outgoing] = []
         for item in batch:
-            firsts.append(len(commands))
-            self._add_commands(commands, item)
+            start = len(commands)
+            try:
+                self._add_commands(commands, item)
+            except Exception as exc:  # noqa: BLE001  # one bad item must not stop the sender
+                del commands[start:]
+                self._reject(item, exc)
+                continue
+            firsts.append(start)
+            kept.append(item)
+        batch = kept
+        if not batch:
+            return True
         try:
             replies = await self._execute(commands)
         except (rexc.RedisError, OSError) as exc:
@@ -423,6 +440,15 @@ class RedisTransport:
             self.keys.ui_channel(chat_id), self.settings.ui_history_max_len,
             int(self.settings.ui_history_ttl_s), frame,
         )
+
+    def _reject(self, item: _Outgoing, exc: Exception) -> None:
+        """An item that cannot even be turned into commands: fail it, never retry it."""
+        logger.error("could not send %s: %s", item.event.id if item.event else "a ui frame",
+                     exc)
+        if item.future is not None and not item.future.done():
+            item.future.set_exception(exc)
+        else:
+            self.stats.incr("dropped_remote")
 
     def _requeue_durable(self, batch: list[_Outgoing]) -> int:
         """After a failed batch: emitted durable events go back to the front of the

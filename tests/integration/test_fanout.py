@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from mozaiks_bus import BrokerUnavailable, Bus, Event, PublishFailed, load_settings
+from mozaiks_bus import BrokerUnavailable, Bus, Event, InvalidEvent, PublishFailed, load_settings
 from mozaiks_bus.compat import EventBus
 from mozaiks_bus.redis_transport import RECONNECTED_EVENT
 from tests.redis_server import RedisServer
@@ -319,3 +319,15 @@ async def test_compat_event_bus_bridges_json_safe_payloads_only(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_one_unsendable_item_does_not_stop_the_sender(
+    redis_url: str, key_prefix: str
+) -> None:
+    bus = make_bus(redis_url, key_prefix)
+    async with bus:
+        transport: Any = bus.transport
+        with pytest.raises(InvalidEvent):
+            await transport.send_ui("bad{chat}" * 100, '{"type":"x","data":{}}')
+        event = await bus.publish("settings_updated", {"user_id": "u", "plugin": "p"})
+        assert event.type == "settings_updated"  # the sender is still alive
