@@ -317,6 +317,14 @@ class Bus:
             if fanout or durable or ui:
                 raise InvalidEvent("type", f"{event.type} is local-only: it carries live objects")
             scopes = Scope.LOCAL
+        if scopes & Scope.UI and event.subject is not None:
+            # the subject names the chat's Redis keys; a bad one must fail here, not
+            # inside the transport's sender (where it would stop every later send)
+            try:
+                self.ui.keys.ui_channel(event.subject)
+            except InvalidEvent as exc:
+                raise InvalidEvent("subject", f"names the chat of a ui event: {exc.rule}",
+                                   value=event.subject) from None
         remote = _IS_REMOTE.get(scopes)
         if remote is None:
             remote = _IS_REMOTE[scopes] = bool(scopes & _REMOTE)

@@ -109,6 +109,7 @@ def worker_command(ctx: click.Context, app: str | None, processes: int) -> None:
 
     APP (module:attribute of a Bus with consumers) runs alongside.
     """
+    from mozaiks_bus.errors import MozaiksBusError  # noqa: PLC0415
     from mozaiks_bus.sinks.worker import WorkerOptions, run_worker  # noqa: PLC0415
 
     settings = load_cli_settings(ctx)
@@ -127,6 +128,9 @@ def worker_command(ctx: click.Context, app: str | None, processes: int) -> None:
     except ConfigError as exc:
         click.echo(f"mozaiks-bus: {exc}", err=True)
         ctx.exit(EXIT_CONFIG)
+    except MozaiksBusError as exc:
+        click.echo(f"mozaiks-bus: {exc}", err=True)
+        ctx.exit(1)
 
 
 @cli.command("serve")

@@ -11,7 +11,9 @@ Contract
    (``MOZAIKS_BUS_CONFIG`` and variables of other components live there too);
 3. a TOML file: ``config_path`` when given, else ``$MOZAIKS_BUS_CONFIG`` (which must
    exist), else ``./mozaiks-bus.toml`` when it exists. Its keys are the field names
-   (``broker_url``, ``service``, ``prefix``, ``[[routes]]``, ``[[sinks]]``, tunables);
+   (``broker_url``, ``service``, ``prefix``, ``[[routes]]``, ``[[sinks]]``,
+   ``[[api_tokens]]`` and the other ``api_*`` settings of the HTTP service, described in
+   :mod:`mozaiks_bus.server_settings`, tunables);
    an unknown key is an error;
 4. the defaults below (each defined once, as a ``DEFAULT_*`` constant).
 
@@ -54,6 +56,19 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .errors import ConfigError, InvalidEvent
 from .patterns import PATTERN_RULE, validate_pattern
+from .server_settings import (
+    DEFAULT_API_DEDUPE_WINDOW_S,
+    DEFAULT_API_MAX_BATCH,
+    DEFAULT_API_MAX_BODY_BYTES,
+    DEFAULT_API_MAX_JSON_DEPTH,
+    DEFAULT_API_RETRY_AFTER_S,
+    DEFAULT_API_WS_HEARTBEAT_S,
+    DEFAULT_API_WS_QUEUE_SIZE,
+    DEFAULT_API_WS_SEND_TIMEOUT_S,
+    ApiToken,
+    check_origins,
+    check_unique_token_names,
+)
 
 __all__ = [
     "BROKER_URL_ENV",
@@ -79,6 +94,7 @@ __all__ = [
     "DEFAULT_UI_HISTORY_MAX_LEN",
     "DEFAULT_UI_HISTORY_TTL_S",
     "ENV_PREFIX",
+    "ApiToken",
     "BusSettings",
     "RouteRule",
     "RouteScope",
@@ -471,6 +487,23 @@ class BusSettings(BaseSettings):
     input_request_ttl_s: float = Field(
         default=DEFAULT_INPUT_REQUEST_TTL_S, ge=1, allow_inf_nan=False
     )
+    # the HTTP and WebSocket service (see mozaiks_bus.server_settings)
+    api_tokens: list[ApiToken] = Field(default_factory=list)
+    api_allowed_origins: list[str] = Field(default_factory=list)
+    api_max_body_bytes: int = Field(default=DEFAULT_API_MAX_BODY_BYTES, ge=1024)
+    api_max_batch: int = Field(default=DEFAULT_API_MAX_BATCH, ge=1, le=10_000)
+    api_max_json_depth: int = Field(default=DEFAULT_API_MAX_JSON_DEPTH, ge=4, le=64)
+    api_dedupe_window_s: float = Field(
+        default=DEFAULT_API_DEDUPE_WINDOW_S, ge=1, allow_inf_nan=False
+    )
+    api_ws_queue_size: int = Field(default=DEFAULT_API_WS_QUEUE_SIZE, ge=1)
+    api_ws_send_timeout_s: float = Field(
+        default=DEFAULT_API_WS_SEND_TIMEOUT_S, gt=0, allow_inf_nan=False
+    )
+    api_ws_heartbeat_s: float = Field(
+        default=DEFAULT_API_WS_HEARTBEAT_S, gt=0, allow_inf_nan=False
+    )
+    api_retry_after_s: int = Field(default=DEFAULT_API_RETRY_AFTER_S, ge=1)
 
     _config_file: Path | None = PrivateAttr(default=None)
     _REPR_MASKED: ClassVar[str] = "broker_url"
@@ -555,6 +588,9 @@ class BusSettings(BaseSettings):
             seen[sink.name] = index
         return value
 
+    _check_api_tokens = field_validator("api_tokens")(check_unique_token_names)
+    _check_api_origins = field_validator("api_allowed_origins")(check_origins)
+
     @property
     def redacted_broker_url(self) -> str | None:
         """``broker_url`` with its password masked, for logs and display."""
@@ -617,7 +653,8 @@ def _reason(kind: str, message: str, loc: tuple[Any, ...]) -> str:
         key = str(loc[-1]) if loc else "?"
         model: type[BaseModel] = BusSettings
         if len(loc) > 1:
-            model = SinkConfig if loc[0] == "sinks" else RouteRule
+            nested: dict[Any, type[BaseModel]] = {"sinks": SinkConfig, "api_tokens": ApiToken}
+            model = nested.get(loc[0], RouteRule)
         message = "unknown key; allowed: " + ", ".join(model.model_fields)
         if _is_secret_name(key):
             message += "; secrets never go in the config"

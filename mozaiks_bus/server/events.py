@@ -1,0 +1,197 @@
+"""``POST /v1/events``: publish one CloudEvent or a batch, all or nothing, deduped by id.
+
+The body is read as JSON whatever its Content-Type. Checks, in order (the first failing
+one answers; nothing is written to Redis before the last): 401/403 token and
+``publish`` scope; 413 body over ``api_max_body_bytes`` (see :mod:`.limits`); 400
+malformed JSON or nesting deeper than ``api_max_json_depth``; 413 more than
+``api_max_batch`` events; 422 an
+invalid event (``field`` = ``[i].<attribute>`` for a batch, and the rule broken;
+``id``, ``type`` and ``source`` are required, ``specversion`` defaults to 1.0), a type
+the catalog model rejects, a local-only type, or a type the routing table keeps in the
+process (it would reach nobody); 403 a type outside the token's ``publish_patterns``;
+409 an id already seen within ``api_dedupe_window_s`` with a different body (or twice in
+the batch with different bodies); 503 + ``Retry-After`` when Redis cannot take it (or
+the same event is being stored by a concurrent request).
+
+202 ``{"accepted": [ids], "duplicates": [ids]}``: ``accepted`` were stored now, in one
+MULTI/EXEC (``Bus.publish_events``); ``duplicates`` had been stored within the window
+and were not stored again. Dedupe is described in :mod:`.dedupe`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from mozaiks_bus.errors import BusClosed, InvalidEvent, TransportError
+from mozaiks_bus.event import JSON_RULE, Event, is_json_safe
+from mozaiks_bus.routing import Scope
+
+from .dedupe import Claims, digest
+from .errors import ApiError, invalid
+from .limits import parse_json
+from .schemas import ERRORS, PublishResult, events_request_body
+from .state import ServerState, get_state
+
+__all__ = ["build_router", "unavailable"]
+
+logger = logging.getLogger("mozaiks_bus.server")
+_REMOTE = Scope.FANOUT | Scope.DURABLE | Scope.UI
+_REQUIRED = ("id", "type", "source")
+
+
+def unavailable(state: ServerState, message: str) -> ApiError:
+    """A 503 telling the client when to retry."""
+    return ApiError(503, "unavailable", message,
+                    headers={"Retry-After": str(state.settings.api_retry_after_s)})
+
+
+def _batch(body: Any, limit: int) -> tuple[list[Any], bool]:
+    if isinstance(body, dict):
+        return [body], False
+    if not isinstance(body, list):
+        raise ApiError(422, "invalid_event", "body: must be a CloudEvent object or an array "
+                       "of them", field="body", rule="must be an object or an array")
+    if not body:
+        raise ApiError(422, "invalid_event", "body: the array holds no event", field="body",
+                       rule="must hold at least one event")
+    if len(body) > limit:
+        raise ApiError(413, "batch_too_large", f"the batch holds {len(body)} events, over "
+                       f"the limit of {limit} (api_max_batch)")
+    return body, True
+
+
+def _decode(item: Any, where: str) -> Event:
+    if isinstance(item, dict):
+        for name in _REQUIRED:
+            if name not in item:
+                raise invalid(InvalidEvent(name, "is required (CloudEvents 1.0)"), where=where)
+    try:
+        return Event.from_dict(item)
+    except InvalidEvent as exc:
+        raise invalid(exc, where=where) from None
+
+
+def _check_event(state: ServerState, event: Event, where: str) -> None:
+    """Catalog, local-only and routing checks: raise 422 naming the field."""
+    bus = state.bus
+    try:
+        bus.catalog.validate(event.type, event.data)
+        if bus.catalog.is_local_only(event.type):
+            raise InvalidEvent("type", f"{event.type} is local-only (it carries live objects "
+                               "in-process) and cannot be published over HTTP")
+        scopes = bus.routing.resolve(event.type, subject=event.subject)
+        if not scopes & _REMOTE:
+            raise InvalidEvent("type", f"{event.type} routes to the local scope only (routing "
+                               "table), so it would reach no other process")
+        if scopes & Scope.UI and event.subject is not None:
+            try:
+                bus.ui.keys.ui_channel(event.subject)
+            except InvalidEvent as exc:
+                raise InvalidEvent("subject", f"names the chat of a ui event: {exc.rule}")\
+                    from None
+        if not is_json_safe(event.data):
+            raise InvalidEvent("data", JSON_RULE)
+    except InvalidEvent as exc:
+        raise invalid(exc, where=where) from None
+
+
+def _unique(events: list[tuple[Event, str]]) -> tuple[list[tuple[Event, str]], list[str]]:
+    """Drop repeats of an id inside the batch (same body) or answer 409 (different)."""
+    seen: dict[str, str] = {}
+    unique: list[tuple[Event, str]] = []
+    repeats: list[str] = []
+    for event, item_digest in events:
+        first = seen.get(event.id)
+        if first is None:
+            seen[event.id] = item_digest
+            unique.append((event, item_digest))
+        elif first == item_digest:
+            repeats.append(event.id)
+        else:
+            raise ApiError(409, "conflict", f"id {event.id!r} appears twice in the batch "
+                           "with different bodies", field="id")
+    return unique, repeats
+
+
+def build_router(max_batch: int) -> APIRouter:
+    """The router of ``POST /v1/events`` (its documented batch bound is ``max_batch``)."""
+    router = APIRouter()
+    router.add_api_route(
+        "/v1/events", publish_events, methods=["POST"], status_code=202,
+        response_model=PublishResult, tags=["events"],
+        summary="Publish one CloudEvent or a batch (all or nothing, deduped by id)",
+        responses=ERRORS(400, 401, 403, 409, 413, 422, 503),
+        openapi_extra=events_request_body(max_batch),
+    )
+    return router
+
+
+async def publish_events(request: Request) -> JSONResponse:
+    """See the module docstring for the checks and the answer."""
+    state = get_state(request)
+    settings = state.settings
+    principal = state.auth.require(request, "publish")
+    body = parse_json(await request.body(), max_depth=settings.api_max_json_depth)
+    items, is_batch = _batch(body, settings.api_max_batch)
+    decoded: list[tuple[Event, str]] = []
+    for index, item in enumerate(items):
+        where = f"[{index}]." if is_batch else ""
+        event = _decode(item, where)
+        if not principal.may_publish(event.type):
+            raise ApiError(403, "forbidden", f"token '{principal.name}' may not publish "
+                           f"{event.type} (publish_patterns)", field=f"{where}type")
+        _check_event(state, event, where)
+        decoded.append((event, digest(item)))
+    unique, repeats = _unique(decoded)
+    claims = await _claim(state, unique)
+    stored = {event_id for event_id, _ in claims.claimed}
+    events = [event for event, _ in unique if event.id in stored]
+    try:
+        await state.bus.publish_events(events)
+    except BaseException as exc:
+        await _release(state, claims)
+        if isinstance(exc, InvalidEvent):
+            raise invalid(exc) from None
+        if isinstance(exc, TransportError | BusClosed):
+            raise unavailable(state, f"Redis did not store the events: {exc}") from None
+        raise
+    await _confirm(state, claims)
+    state.metrics.events["accepted"] += len(events)
+    duplicates = list(dict.fromkeys([*claims.duplicates, *repeats]))
+    state.metrics.events["duplicate"] += len(duplicates)
+    # PublishResult documents this body; building the JSON directly skips re-validation
+    return JSONResponse({"accepted": [event.id for event in events], "duplicates": duplicates},
+                        status_code=202)
+
+
+async def _claim(state: ServerState, unique: list[tuple[Event, str]]) -> Claims:
+    try:
+        claims = await state.dedupe.claim([(event.id, d) for event, d in unique])
+    except TransportError as exc:
+        raise unavailable(state, f"Redis cannot take events now: {exc}") from None
+    if claims.conflicts or claims.in_flight:
+        await _release(state, claims)
+        if claims.conflicts:
+            raise ApiError(409, "conflict", f"id {claims.conflicts[0]!r} was already published "
+                           "with a different body (within api_dedupe_window_s)", field="id")
+        raise unavailable(state, f"event {claims.in_flight[0]!r} is being stored by another "
+                          "request; retry to learn the outcome")
+    return claims
+
+
+async def _release(state: ServerState, claims: Claims) -> None:
+    try:
+        await state.dedupe.release(claims.claimed)
+    except TransportError as exc:  # the pending claims expire by themselves
+        logger.warning("could not release %d dedupe claims: %s", len(claims.claimed), exc)
+
+
+async def _confirm(state: ServerState, claims: Claims) -> None:
+    try:
+        await state.dedupe.confirm(claims.claimed)
+    except TransportError as exc:  # stored already: a retry after the pending TTL re-stores
+        logger.warning("could not confirm %d dedupe claims: %s", len(claims.claimed), exc)

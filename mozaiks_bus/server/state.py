@@ -1,0 +1,34 @@
+"""What every handler of one app shares: the bus, settings, tokens, metrics, dedupe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from starlette.requests import HTTPConnection
+
+from mozaiks_bus.bus import Bus
+from mozaiks_bus.settings import BusSettings
+
+from .auth import Authenticator
+from .dedupe import DedupeClaims
+from .metrics import ServerMetrics
+
+__all__ = ["ServerState", "get_state"]
+
+
+@dataclass
+class ServerState:
+    """Set on ``app.state.mozaiks`` by the lifespan, once the bus runs on the app's loop."""
+
+    bus: Bus
+    settings: BusSettings
+    auth: Authenticator
+    metrics: ServerMetrics
+    dedupe: DedupeClaims
+    owns_bus: bool = field(default=True)
+
+
+def get_state(conn: HTTPConnection) -> ServerState:
+    """The state of the app serving ``conn`` (a FastAPI dependency)."""
+    state: ServerState = conn.app.state.mozaiks
+    return state
