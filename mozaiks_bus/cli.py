@@ -116,9 +116,12 @@ def worker_command(ctx: click.Context, app: str | None, processes: int) -> None:
     bus = None
     if app is not None:
         import importlib  # noqa: PLC0415
+        import sys  # noqa: PLC0415
 
         from mozaiks_bus.bus import Bus  # noqa: PLC0415
 
+        if "" not in sys.path:  # APP is looked up from the working directory, as uvicorn does
+            sys.path.insert(0, "")
         module_name, _, attribute = app.partition(":")
         bus = getattr(importlib.import_module(module_name), attribute or "bus", None)
         if not isinstance(bus, Bus):

@@ -1,0 +1,146 @@
+"""The sink dispatcher: durable streams in, one RQ job per event and sink out.
+
+Contract
+--------
+* Each sink reads the durable streams through its own consumer group ``sink.<name>``
+  (one :meth:`Bus.consumer` per pattern, all in that group), so every sink gets every
+  matching event, independently of the others and of the services' own groups.
+* For each event the handler enqueues **one** RQ job with the deterministic id
+  ``keys.sink_job_id(sink, event_id)`` through RQ's atomic ``unique`` enqueue: a
+  redelivered event (a dispatcher that crashed before its ack, a reclaim) finds the job
+  and queues nothing. The stream entry is acked only when the handler returns, i.e.
+  after the job is stored in Redis; a failed enqueue raises, so the entry is retried
+  (and after ``max_deliveries`` lands in the type's dead-letter stream).
+* Job data is JSON (RQ's ``JSONSerializer``, never pickle): the function path, the sink
+  name and the event; ``meta`` holds the attempt count. No URL, header or secret: the
+  worker looks the sink up in its own configuration when the job runs.
+* A sink's groups start at the stream id stored in ``keys.sink_since(name)`` the first
+  time any worker saw the sink: events published from then on are delivered (even to
+  streams created later, even while no worker ran); history from before the sink
+  existed is not replayed into a new endpoint.
+* Finished jobs are kept ``result_ttl`` seconds (default 600, far beyond the 30 s a
+  stream entry can stay unacked before it is reclaimed), which is the window in which a
+  redelivery is recognised.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.exceptions import DuplicateJobError
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from mozaiks_bus.bus import Bus
+from mozaiks_bus.event import Event
+from mozaiks_bus.keys import Keys
+from mozaiks_bus.retry import RetryPolicy
+from mozaiks_bus.settings import SinkConfig
+
+from .state import record_pending
+
+__all__ = [
+    "DEFAULT_RESULT_TTL_S",
+    "JOB_FUNCTION",
+    "SinkDispatcher",
+    "enqueue_delivery",
+    "job_timeout",
+    "sink_queue",
+]
+
+logger = logging.getLogger("mozaiks_bus.sinks")
+JOB_FUNCTION = "mozaiks_bus.sinks.job.deliver"
+DEFAULT_RESULT_TTL_S = 600
+FAILURE_TTL_S = 7 * 24 * 3600
+DISPATCH_MAX_DELIVERIES = 10
+
+
+def sink_queue(client: redis.Redis, keys: Keys) -> Queue:
+    """The RQ queue of every sink job (JSON serializer)."""
+    return Queue(keys.sink_queue(), connection=client, serializer=JSONSerializer)
+
+
+def job_timeout(sink: SinkConfig) -> int:
+    """RQ's hard limit for one attempt: far above the HTTP deadline (at most 2 x
+    ``timeout_s``), so RQ never has to kill a healthy attempt."""
+    return int(sink.timeout_s * 3 + 30)
+
+
+def enqueue_delivery(
+    queue: Queue, keys: Keys, sink: SinkConfig, event: Event, *,
+    replay_of: str | None = None, result_ttl: int = DEFAULT_RESULT_TTL_S,
+) -> tuple[str, bool]:
+    """Queue the delivery of ``event`` to ``sink``; returns (job id, newly queued).
+
+    ``False`` means the job already existed (a redelivery, or a second replay).
+    """
+    job_id = keys.sink_job_id(sink.name, event.id, replay_of)
+    client = queue.connection
+    if Job.exists(job_id, connection=client):
+        return job_id, False
+    pipe = client.pipeline(transaction=False)
+    record_pending(pipe, keys, sink.name, job_id)
+    pipe.execute()
+    meta: dict[str, Any] = {"sink": sink.name, "event_id": event.id, "attempt": 0}
+    if replay_of:
+        meta["replay_of"] = replay_of
+    try:
+        queue.enqueue_call(
+            JOB_FUNCTION, args=(sink.name, event.to_dict()), job_id=job_id, unique=True,
+            timeout=job_timeout(sink), result_ttl=result_ttl, failure_ttl=FAILURE_TTL_S,
+            description=f"sink {sink.name} event {event.id}", meta=meta,
+        )
+    except DuplicateJobError:
+        return job_id, False
+    return job_id, True
+
+
+def _since(client: redis.Redis, keys: Keys, sink: str) -> str:
+    """The stream id this sink's groups start at, set once (first worker wins)."""
+    key = keys.sink_since(sink)
+    seconds, micros = client.time()  # Redis's clock: the one stream ids are made of
+    client.set(key, f"{seconds * 1000 + micros // 1000}-0", nx=True)
+    value: Any = client.get(key)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class SinkDispatcher:
+    """Registers the consumer groups of every configured sink on a :class:`Bus`."""
+
+    def __init__(self, bus: Bus, client: redis.Redis, *, concurrency: int = 16,
+                 result_ttl: int = DEFAULT_RESULT_TTL_S) -> None:
+        self.bus = bus
+        self.keys = Keys(bus.config.prefix)
+        self.queue = sink_queue(client, self.keys)
+        self.concurrency = concurrency
+        self.result_ttl = result_ttl
+        self.queued = 0
+        self.duplicates = 0
+
+    def register(self) -> None:
+        """One consumer group per sink (``sink.<name>``), one consumer per pattern."""
+        for sink in self.bus.config.sinks:
+            start = _since(self.queue.connection, self.keys, sink.name)
+            for pattern in sink.patterns:
+                self.bus.consumer(
+                    pattern, group=self.keys.sink_group(sink.name),
+                    concurrency=self.concurrency, max_deliveries=DISPATCH_MAX_DELIVERIES,
+                    retry=RetryPolicy(base_s=0.5, max_s=10.0), start=start,
+                )(self._handler(sink))
+
+    def _handler(self, sink: SinkConfig) -> Any:
+        def dispatch(event: Event) -> None:  # sync: RQ is sync; runs in a worker thread
+            job_id, queued = enqueue_delivery(self.queue, self.keys, sink, event,
+                                              result_ttl=self.result_ttl)
+            if queued:
+                self.queued += 1
+            else:
+                self.duplicates += 1
+                logger.info("sink %s: event %s already has job %s (redelivery)",
+                            sink.name, event.id, job_id)
+
+        dispatch.__name__ = dispatch.__qualname__ = f"sink_dispatch_{sink.name}"
+        return dispatch
