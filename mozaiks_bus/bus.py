@@ -32,7 +32,7 @@ from .dispatch import Handler, LocalDispatcher
 from .durable import DurableRuntime
 from .errors import BusClosed, ConfigError, InvalidEvent, PublishFailed
 from .event import Event
-from .loop_thread import LoopThread
+from .loop_thread import LoopThread, running_loop
 from .patterns import validate_pattern
 from .retry import RetryPolicy
 from .routing import RoutingTable, Scope
@@ -471,7 +471,7 @@ class Bus:
               ) -> None:
         """Run ``coro`` on the bus loop without waiting for it (from any thread)."""
         loop = loop or self._loop()
-        if _running_loop() is loop:
+        if running_loop() is loop:
             task = loop.create_task(coro)
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -483,10 +483,3 @@ class Bus:
         self.stats.incr("received_remote")
         self._dispatcher.deliver(event)
         self._remote_only.deliver(event)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None

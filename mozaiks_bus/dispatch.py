@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from .event import Event
+from .loop_thread import running_loop
 from .patterns import Pattern, compile_pattern
 from .stats import BusStats
 
@@ -126,14 +127,14 @@ class Subscription:
             await self._await_one(event, awaitable)
 
         loop = self._loop_getter()
-        if _running_loop() is loop:
+        if running_loop() is loop:
             loop.create_task(_await())
         else:
             asyncio.run_coroutine_threadsafe(_await(), loop)
 
     def _schedule_drain(self) -> None:
         loop = self._loop_getter()
-        if _running_loop() is loop:
+        if running_loop() is loop:
             loop.create_task(self._drain())
         else:
             asyncio.run_coroutine_threadsafe(self._drain(), loop)
@@ -258,10 +259,3 @@ class LocalDispatcher:
                 return False
             await asyncio.sleep(0.01)
         return True
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None

@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from .connection import create_async_client, redact_url
+from .loop_thread import call_on_loop
 from .settings import BusSettings
 
 __all__ = ["PubSubListener"]
@@ -95,17 +96,7 @@ class PubSubListener:
             self.channels = current
 
     def _changed_soon(self) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._apply_changes()
-        else:
-            loop.call_soon_threadsafe(self._apply_changes)
+        call_on_loop(self._loop, self._apply_changes)
 
     def _apply_changes(self) -> None:
         self._changed.set()

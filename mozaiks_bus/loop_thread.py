@@ -13,11 +13,11 @@ import atexit
 import contextlib
 import threading
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-__all__ = ["LoopThread"]
+__all__ = ["LoopThread", "call_on_loop", "running_loop"]
 
 T = TypeVar("T")
 _LIVE: weakref.WeakSet[LoopThread] = weakref.WeakSet()
@@ -72,6 +72,26 @@ class LoopThread:
             asyncio.run_coroutine_threadsafe(_cancel_rest(), self.loop).result(timeout)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout)
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, or None."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def call_on_loop(loop: asyncio.AbstractEventLoop | None, callback: Callable[[], Any]) -> None:
+    """Run ``callback`` on ``loop``: now if this thread runs it, else thread-safely soon.
+
+    Nothing happens when there is no loop (yet), or it was closed."""
+    if loop is None or loop.is_closed():
+        return
+    if running_loop() is loop:
+        callback()
+    else:
+        loop.call_soon_threadsafe(callback)
 
 
 @atexit.register

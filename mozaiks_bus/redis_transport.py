@@ -54,6 +54,7 @@ from .errors import BrokerUnavailable, InvalidEvent
 from .event import Event, format_time
 from .keys import Keys
 from .listener import PubSubListener
+from .loop_thread import call_on_loop
 from .patterns import compile_pattern
 from .routing import Scope
 from .settings import BusSettings
@@ -214,7 +215,7 @@ class RedisTransport:
             wake = self._sender_idle
             self._sender_idle = False
         if wake:
-            self._call_on_loop(self._wake_sender)
+            call_on_loop(self._loop, self._wake_sender)
 
     async def send(self, event: Event, payload: str, scopes: Scope) -> None:
         """Send ``event`` in the next pipeline and wait for Redis's reply."""
@@ -256,19 +257,6 @@ class RedisTransport:
     def _wake_sender(self) -> None:
         if self._wake is not None:
             self._wake.set()
-
-    def _call_on_loop(self, callback: Any) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            callback()
-        else:
-            loop.call_soon_threadsafe(callback)
 
     def _take_batch(self) -> list[_Outgoing]:
         with self._buffer_lock:
