@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -153,10 +154,10 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
 
     async def work(bus: Bus) -> dict[str, Any]:
         streams = [info.to_dict() for info in await bus.streams.streams()]
-        return {"broker": bus.health(), "streams": streams,
-                "sinks": [sink.name for sink in settings.sinks]}
+        return {"broker": bus.health(), "streams": streams}
 
     report = _run(_with_bus(settings, work))
+    report["sinks"] = _sink_report(settings)
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True, default=str))
         return
@@ -170,8 +171,32 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
                           str(group.get("pending", "-")), str(group.get("lag", "-")),
                           str(group.get("oldest_pending_age_s") or "-"))
     console.print(table)
-    console.print(f"listener: {report['broker'].get('listener')}; "
-                  f"sinks configured: {', '.join(report['sinks']) or 'none'}")
+    sinks = Table("sink", "circuit", "queued (RQ)", "oldest queued (s)", "dead letters",
+                  "last status", "last error", title="HTTP sinks")
+    for sink in report["sinks"]:
+        circuit = sink["circuit"]
+        sinks.add_row(sink["name"], str(circuit.get("state", circuit)), str(sink["queued"]),
+                      str(sink["oldest_queued_age_s"] or "-"), str(sink["dead_letters"]),
+                      str(sink["last_status"] or "-"), str(sink["last_error"] or "-")[:60])
+    console.print(sinks)
+    console.print(f"fan-out listener: {report['broker'].get('listener')}")
+
+
+def _sink_report(settings: BusSettings) -> list[dict[str, Any]]:
+    """Sink states (circuit, RQ queue, dead letters) from Redis."""
+    if not settings.sinks or not settings.broker_url:
+        return []
+    from .connection import create_sync_client  # noqa: PLC0415
+    from .sinks import sink_states  # noqa: PLC0415
+
+    client = create_sync_client(settings.broker_url)
+    try:
+        return [state.to_dict() for state in sink_states(client, settings)]
+    except redis.exceptions.RedisError as exc:
+        click.echo(f"mozaiks-bus: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        client.close()
 
 
 @click.group("dlq")
@@ -179,14 +204,45 @@ def dlq_group() -> None:
     """Dead letters of the durable streams: list, replay, purge."""
 
 
+def _with_sinks(settings: BusSettings, work: Callable[[Any], T]) -> T:
+    """Run ``work(sync_client)`` against the broker (the sink admin API is sync)."""
+    from .connection import create_sync_client  # noqa: PLC0415
+
+    if not settings.broker_url:
+        raise click.ClickException("MOZAIKS_BROKER_URL is not set")
+    client = create_sync_client(settings.broker_url)
+    try:
+        return work(client)
+    except (MozaiksBusError, redis.exceptions.RedisError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        client.close()
+
+
 @dlq_group.command("list")
 @click.option("--type", "type_name", default=None, help="Only this event type.")
+@click.option("--sink", default=None, help="Dead letters of this HTTP sink instead.")
 @click.option("--limit", type=int, default=50)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def dlq_list(ctx: click.Context, type_name: str | None, limit: int, as_json: bool) -> None:
-    """List dead letters, newest first."""
+def dlq_list(ctx: click.Context, type_name: str | None, sink: str | None, limit: int,
+             as_json: bool) -> None:
+    """List dead letters, newest first (of the durable streams, or of an HTTP sink)."""
     settings = _settings(ctx)
+    if sink is not None:
+        from .sinks import list_dead_letters  # noqa: PLC0415
+
+        rows = _with_sinks(settings, lambda client: [
+            dl.to_dict() for dl in list_dead_letters(client, settings, sink, limit=limit)])
+        if as_json:
+            click.echo(json.dumps(rows, indent=2, sort_keys=True))
+            return
+        table = Table("id", "sink", "status", "attempts", "error", title=f"{sink} dead letters")
+        for row in rows:
+            table.add_row(str(row["id"]), sink, str(row["status"]), str(row["attempts"]),
+                          str(row["error"])[:80])
+        console.print(table)
+        return
 
     async def work(bus: Bus) -> list[dict[str, object]]:
         types = [type_name] if type_name else None
@@ -204,16 +260,26 @@ def dlq_list(ctx: click.Context, type_name: str | None, limit: int, as_json: boo
 
 
 @dlq_group.command("replay")
-@click.argument("type_name", metavar="TYPE")
+@click.argument("type_name", metavar="TYPE_OR_SINK")
 @click.argument("ids", nargs=-1)
-@click.option("--all", "replay_all", is_flag=True, help="Every dead letter of TYPE.")
+@click.option("--all", "replay_all", is_flag=True, help="Every dead letter of it.")
+@click.option("--sink", "is_sink", is_flag=True, help="TYPE_OR_SINK names an HTTP sink.")
 @click.pass_context
 def dlq_replay(ctx: click.Context, type_name: str, ids: tuple[str, ...],
-               replay_all: bool) -> None:
-    """Put dead letters back on their stream, for the group that failed them only."""
+               replay_all: bool, is_sink: bool) -> None:
+    """Put dead letters back: on their stream for the group that failed them, or (with
+    --sink) back to the sink's worker, with the same idempotency key."""
     if not ids and not replay_all:
         raise click.UsageError("give dead-letter ids, or --all")
     settings = _settings(ctx)
+    if is_sink:
+        from .sinks import replay_dead_letter, replay_dead_letters  # noqa: PLC0415
+
+        done = _with_sinks(settings, lambda client: (
+            [replay_dead_letter(client, settings, type_name, dl_id) for dl_id in ids]
+            if ids else replay_dead_letters(client, settings, type_name)))
+        click.echo(f"replayed {len(done)} dead letter(s) of sink {type_name}")
+        return
 
     async def work(bus: Bus) -> list[str]:
         chosen = list(ids) or [dl.id for dl in
@@ -225,14 +291,22 @@ def dlq_replay(ctx: click.Context, type_name: str, ids: tuple[str, ...],
 
 
 @dlq_group.command("purge")
-@click.argument("type_name", metavar="TYPE")
+@click.argument("type_name", metavar="TYPE_OR_SINK")
+@click.option("--sink", "is_sink", is_flag=True, help="TYPE_OR_SINK names an HTTP sink.")
 @click.option("--yes", is_flag=True, help="Do not ask.")
 @click.pass_context
-def dlq_purge(ctx: click.Context, type_name: str, yes: bool) -> None:
-    """Delete every dead letter of TYPE."""
+def dlq_purge(ctx: click.Context, type_name: str, is_sink: bool, yes: bool) -> None:
+    """Delete every dead letter of an event type (or, with --sink, of an HTTP sink)."""
     if not yes:
         click.confirm(f"Delete every dead letter of {type_name}?", abort=True)
     settings = _settings(ctx)
+    if is_sink:
+        from .sinks import purge_dead_letters  # noqa: PLC0415
+
+        count = _with_sinks(settings, lambda client: purge_dead_letters(client, settings,
+                                                                         type_name))
+        click.echo(f"deleted {count} dead letter(s) of sink {type_name}")
+        return
 
     async def work(bus: Bus) -> int:
         letters = await bus.streams.dead_letters([type_name], limit=100_000)

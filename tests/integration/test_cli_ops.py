@@ -192,3 +192,44 @@ def test_embedded_redis_keeps_confirmed_data_across_restarts(tmp_path: Path) -> 
         client.close()
     finally:
         second.stop()
+
+
+def test_sink_dead_letters_and_state_through_the_cli(
+    redis_url: str, key_prefix: str, env: pytest.MonkeyPatch
+) -> None:
+    from mozaiks_bus.keys import Keys
+    from mozaiks_bus.sinks.dead_letters import record_dead
+
+    env.setenv("MOZAIKS_BROKER_URL", redis_url)
+    env.setenv("MOZAIKS_BUS_PREFIX", key_prefix)
+    env.setenv("MOZAIKS_BUS_SINKS", json.dumps([
+        {"name": "email", "url": "http://127.0.0.1:9/send", "patterns": ["notification.*"]}]))
+    event = Event.create("notification.created", {"x": 1}, source="t")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for n in range(2):
+            pipe = client.pipeline(transaction=True)
+            record_dead(pipe, Keys(key_prefix), "email", job_id=f"job-{n}",
+                        event_json=event.to_json(), error="HTTP 400: bad recipient",
+                        status=400, attempts=1)
+            pipe.execute()
+    finally:
+        client.close()
+    code, out = invoke("dlq", "list", "--sink", "email", "--json")
+    assert code == 0, out
+    letters = json.loads(out)
+    assert [letter["status"] for letter in letters] == [400, 400]
+    assert letters[0]["event"]["id"] == event.id
+    code, out = invoke("status", "--json")
+    assert code == 0, out
+    sink = json.loads(out)["sinks"][0]
+    assert sink["name"] == "email"
+    assert sink["dead_letters"] == 2
+    code, out = invoke("dlq", "replay", "email", letters[0]["id"], "--sink")
+    assert code == 0, out
+    assert "replayed 1" in out
+    code, out = invoke("dlq", "purge", "email", "--sink", "--yes")
+    assert code == 0, out
+    assert "deleted 1" in out
+    code, out = invoke("dlq", "list", "--sink", "email", "--json")
+    assert json.loads(out) == []
