@@ -18,6 +18,8 @@ from click.testing import CliRunner
 from mozaiks_bus import Bus, Event, load_settings
 from mozaiks_bus.cli import cli
 from mozaiks_bus.embedded import start_embedded_redis
+from mozaiks_bus.keys import Keys
+from mozaiks_bus.sinks.dead_letters import record_dead
 from tests.conftest import MakeRedisServer
 
 pytestmark = pytest.mark.integration
@@ -197,9 +199,6 @@ def test_embedded_redis_keeps_confirmed_data_across_restarts(tmp_path: Path) -> 
 def test_sink_dead_letters_and_state_through_the_cli(
     redis_url: str, key_prefix: str, env: pytest.MonkeyPatch
 ) -> None:
-    from mozaiks_bus.keys import Keys
-    from mozaiks_bus.sinks.dead_letters import record_dead
-
     env.setenv("MOZAIKS_BROKER_URL", redis_url)
     env.setenv("MOZAIKS_BUS_PREFIX", key_prefix)
     env.setenv("MOZAIKS_BUS_SINKS", json.dumps([
