@@ -69,5 +69,5 @@ async def metrics(request: Request) -> Response:
         streams = await asyncio.wait_for(state.bus.streams.streams(), METRICS_STREAMS_TIMEOUT_S)
     except (MozaiksBusError, TimeoutError):
         streams = None
-    body = render(state.metrics, state.bus.stats.snapshot(), streams)
+    body = render(state.metrics, state.bus.stats.snapshot(), streams, state.bus.health())
     return Response(body, media_type=CONTENT_TYPE)

@@ -184,10 +184,24 @@ class _Snapshot(Collector):
         return self.families
 
 
+def _listener_families(health: Mapping[str, Any]) -> Iterator[Metric]:
+    """Alive but deaf is the classic pub/sub failure: make it visible from outside."""
+    yield _gauge("mozaiks_bus_listener_receiving",
+                 "1 if this worker's pub/sub listener is receiving (or idle), else 0", [],
+                 [([], 1 if health.get("receiving", True) else 0)])
+    age = health.get("last_message_age_s")
+    if isinstance(age, int | float):
+        yield _gauge("mozaiks_bus_listener_silence_seconds",
+                     "seconds since the pub/sub listener last read anything", [],
+                     [([], float(age))])
+
+
 def render(metrics: ServerMetrics, stats: Mapping[str, Any],
-           streams: list[StreamInfo] | None) -> bytes:
+           streams: list[StreamInfo] | None,
+           health: Mapping[str, Any] | None = None) -> bytes:
     """The Prometheus text exposition of everything above."""
-    families = [*_bus_families(stats), *_stream_families(streams), *_api_families(metrics)]
+    families = [*_bus_families(stats), *_stream_families(streams), *_api_families(metrics),
+                *_listener_families(health or {})]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(families))
     return generate_latest(registry)

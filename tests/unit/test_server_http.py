@@ -253,10 +253,13 @@ async def test_health_readiness_and_metrics(
                  'mozaiks_bus_published_by_type_total{type="notification.created"} 1.0',
                  "mozaiks_bus_streams_up 1.0", "mozaiks_bus_ws_connections 0.0",
                  "mozaiks_bus_dead_lettered_total 0.0", "mozaiks_bus_retried_total 0.0",
-                 "mozaiks_bus_reconnects_total 0.0"):
+                 "mozaiks_bus_reconnects_total 0.0", "mozaiks_bus_listener_receiving 1.0"):
         assert line in text, line
+    assert "mozaiks_bus_listener_silence_seconds" in text
     bus = served.state.bus
-    monkeypatch.setattr(bus, "health", lambda: {"listener": "reconnecting", "closed": False})
+    monkeypatch.setattr(bus, "health", lambda: {"listener": "reconnecting", "closed": False,
+                                                "receiving": False})
+    assert "mozaiks_bus_listener_receiving 0.0" in (await http.get("/metrics")).text
     not_ready = await http.get("/readyz")
     assert not_ready.status_code == 503
     assert not_ready.headers["retry-after"] == "1"
