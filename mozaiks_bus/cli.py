@@ -17,6 +17,12 @@ Commands:
     per worker process. With no ``api_tokens`` configured it serves loopback only and
     says so on stderr; a non-loopback ``--host`` without tokens is refused (exit 2), as
     is a missing broker URL or a token whose environment variable is unset.
+``worker [APP] [--processes N]``
+    The sink dispatcher, the RQ workers and scheduler (:mod:`mozaiks_bus.sinks`), and
+    the durable consumers of APP (``module:attribute`` of a Bus), until SIGINT/SIGTERM.
+
+The operator commands (``up``, ``publish``, ``tail``, ``status``, ``dlq``, ``replay``,
+``doctor``, ``demo``, ``bench``) live in :mod:`mozaiks_bus.cli_ops`.
 
 Exit codes: 0 success, 1 failure of the command, 2 bad usage or bad configuration (the
 :class:`~mozaiks_bus.errors.ConfigError` message goes to stderr).
