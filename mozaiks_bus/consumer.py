@@ -422,8 +422,8 @@ class GroupConsumer:
                 entry, "delivered too often without an ack (crashing handler?)", deliveries
             )
             return False
-        delivery = Delivery(event, entry.type_name, sid, self.spec.group, self.name,
-                            deliveries, self._client)
+        delivery = (Delivery(event, entry.type_name, sid, self.spec.group, self.name,
+                             deliveries, self._client) if self._wants_delivery else None)
         try:
             await self._call(event, delivery)
         except asyncio.CancelledError:
@@ -431,14 +431,15 @@ class GroupConsumer:
         except Exception as exc:  # noqa: BLE001  # the contract: raise = retry / dead letter
             return await self._failed(entry, deliveries, exc)
         self.stats.incr("consumed")
-        if not self.spec.guard and delivery._tx is None:
+        tx = None if delivery is None else delivery._tx
+        if not self.spec.guard and tx is None:
             self._acks.add(entry.key, entry.sid)
             return True
-        await self._ack(entry, event, delivery)
+        await self._ack(entry, event, tx)
         return False
 
-    async def _call(self, event: Event, delivery: Delivery) -> None:
-        args: tuple[Any, ...] = (event, delivery) if self._wants_delivery else (event,)
+    async def _call(self, event: Event, delivery: Delivery | None) -> None:
+        args: tuple[Any, ...] = (event,) if delivery is None else (event, delivery)
         if self._is_async:
             await self.spec.handler(*args)
             return
@@ -464,8 +465,8 @@ class GroupConsumer:
         self.stats.incr("retried")
         return True
 
-    async def _ack(self, entry: _Entry, event: Event, delivery: Delivery) -> None:
-        commands = [] if delivery._tx is None else list(delivery._tx.command_stack)
+    async def _ack(self, entry: _Entry, event: Event, tx: Pipeline | None) -> None:
+        commands = [] if tx is None else list(tx.command_stack)
         if not self.spec.guard:
             pipe = self._client.pipeline(transaction=True)
             for args, options in commands:

@@ -136,3 +136,16 @@ def test_error_messages_shorten_huge_values() -> None:
     with pytest.raises(InvalidEvent) as info:
         Event.create("x" * 10_000)
     assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize("name", [["x"], {"a": 1}, None, 3.5])
+def test_non_string_types_of_any_kind_raise_invalid_event(name: object) -> None:
+    with pytest.raises(InvalidEvent, match="must be a string"):
+        validate_type(name)
+
+
+def test_the_fast_encoder_writes_the_same_bytes_as_the_dict_form() -> None:
+    for attrs in ({}, {"subject": 'c"1', "correlationid": "x"}, {"extensions": {"t": "a"}}):
+        event = Event.create("a.b", {"k": "ü", "n": [1, 2.5]}, source='s"v', **attrs)  # type: ignore[arg-type]
+        assert event.to_json() == json.dumps(event.to_dict(), separators=(",", ":"))
+        assert Event.from_json(event.to_json()) == event
