@@ -43,19 +43,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .errors import ConfigError, InvalidEvent
-from .patterns import PATTERN_RULE, validate_pattern
+from .errors import ConfigError
 from .server_settings import (
     DEFAULT_API_DEDUPE_WINDOW_S,
     DEFAULT_API_MAX_BATCH,
@@ -69,6 +66,14 @@ from .server_settings import (
     check_origins,
     check_unique_token_names,
 )
+from .sink_settings import (
+    BUILTIN_SINK_FORMATS,
+    RouteRule,
+    RouteScope,
+    SinkConfig,
+    is_secret_name,
+)
+from .toml_lines import find_line
 
 __all__ = [
     "BROKER_URL_ENV",
@@ -127,36 +132,12 @@ DEFAULT_UI_HISTORY_MAX_LEN = 1000
 DEFAULT_UI_HISTORY_TTL_S = 3600.0
 DEFAULT_INPUT_REQUEST_TTL_S = 3600.0
 
-BUILTIN_SINK_FORMATS = ("cloudevents", "data")
 BROKER_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "memory")
 
-RouteScope = Literal["local", "fanout", "durable", "ui"]
 
-_SECRET_WORDS = ("secret", "token", "password", "key")
 _SERVICE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_SINK_NAME_RE = re.compile(r"[a-z0-9_-]{1,59}")
-_OPTION_NAME_RE = re.compile(r"[a-z0-9_]{1,64}")
-_FORMAT_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
-_RESERVED_HEADERS = frozenset(
-    {
-        "content-length",
-        "content-type",
-        "host",
-        "idempotency-key",
-        "webhook-id",
-        "webhook-signature",
-        "webhook-timestamp",
-    }
-)
-_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
-
-def _is_secret_name(name: str) -> bool:
-    lowered = name.lower()
-    return any(word in lowered for word in _SECRET_WORDS)
 
 
 def redact_url(url: str | None) -> str | None:
@@ -177,174 +158,9 @@ def redact_url(url: str | None) -> str | None:
     if query:
         query, hash_mark, fragment = query.partition("#")
         pairs = parse_qsl(query, keep_blank_values=True)
-        masked = [(k, "***" if _is_secret_name(k) else v) for k, v in pairs]
+        masked = [(k, "***" if is_secret_name(k) else v) for k, v in pairs]
         query = urlencode(masked, safe="*/:") + hash_mark + fragment
     return base + mark + query
-
-
-def _check_pattern(value: str) -> str:
-    try:
-        return validate_pattern(value)
-    except InvalidEvent:
-        raise ValueError(f"pattern {PATTERN_RULE}") from None
-
-
-def _check_env_name(value: str | None) -> str | None:
-    if value is not None and _ENV_NAME_RE.fullmatch(value) is None:
-        raise ValueError(
-            "must be the name of an environment variable ([A-Za-z_][A-Za-z0-9_]*, at most "
-            "128 characters), never the secret itself"
-        )
-    return value
-
-
-class RouteRule(BaseModel):
-    """One ``[[routes]]`` rule: events matching ``pattern`` take ``scopes``.
-
-    Configured rules are tried in order, before the built-in defaults; local delivery
-    always happens whatever ``scopes`` says. ``scopes`` needs at least one entry
-    (``["local"]`` for local only); duplicates are dropped.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    pattern: str
-    scopes: list[RouteScope] = Field(min_length=1)
-
-    _check_pattern = field_validator("pattern")(_check_pattern)
-
-    @field_validator("scopes")
-    @classmethod
-    def _dedupe(cls, value: list[RouteScope]) -> list[RouteScope]:
-        return list(dict.fromkeys(value))
-
-
-class SinkConfig(BaseModel):
-    """One ``[[sinks]]`` HTTP endpoint the worker POSTs matching events to.
-
-    ``format`` is ``"cloudevents"`` (the whole envelope), ``"data"`` (the data object
-    only) or the name of a named mapping (see :mod:`mozaiks_bus.sinks.formats`; the
-    worker rejects an unknown name at start-up), which may read ``format_options``
-    (plain, non-secret values such as ``app_id``). Secrets are never in the file: the
-    ``*_env`` fields name the environment variables that hold them. ``accept_409``
-    treats HTTP 409 as "already applied" (done); turn it off to dead-letter instead.
-    ``method`` is the HTTP method (POST, PUT or PATCH). The circuit breaker opens after
-    ``circuit_failures`` consecutive failed attempts (0 turns it off), stays open
-    ``circuit_open_s`` before one probe, and after a good probe lets traffic back in
-    over ``circuit_ramp_s``. The name becomes the consumer group ``sink.<name>``, hence
-    at most 59 characters.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    url: str
-    patterns: list[str] = Field(min_length=1)
-    timeout_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
-    attempts: int = Field(default=5, ge=1)
-    backoff_base_s: float = Field(default=1.0, ge=0, allow_inf_nan=False)
-    backoff_max_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
-    format: str = "cloudevents"
-    signing_secret_env: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    auth_bearer_env: str | None = None
-    api_key_header: str | None = None
-    api_key_env: str | None = None
-    accept_409: bool = True
-    method: Literal["POST", "PUT", "PATCH"] = "POST"
-    format_options: dict[str, str] = Field(default_factory=dict)
-    circuit_failures: int = Field(default=5, ge=0)
-    circuit_open_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
-    circuit_ramp_s: float = Field(default=30.0, ge=0, allow_inf_nan=False)
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        if _SINK_NAME_RE.fullmatch(value) is None:
-            raise ValueError(
-                "must be 1-59 characters of a-z 0-9 _ - (the consumer group is sink.<name>)"
-            )
-        return value
-
-    @field_validator("format_options")
-    @classmethod
-    def _check_format_options(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if _OPTION_NAME_RE.fullmatch(key) is None:
-                raise ValueError("option names must be 1-64 characters of a-z 0-9 _")
-            if _is_secret_name(key):
-                raise ValueError(
-                    f"option {key!r} looks like a secret; secrets must not be in the config: "
-                    "use auth_bearer_env, or api_key_header + api_key_env"
-                )
-        return value
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        try:
-            parts = urlsplit(value)
-            port_ok = parts.port is None or parts.port > 0
-        except ValueError:
-            raise ValueError("is not a valid URL") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError(
-                "must not embed credentials; use auth_bearer_env or api_key_header + "
-                "api_key_env to name the environment variable holding them"
-            )
-        return value
-
-    @field_validator("patterns")
-    @classmethod
-    def _check_patterns(cls, value: list[str]) -> list[str]:
-        return [_check_pattern(item) for item in value]
-
-    @field_validator("format")
-    @classmethod
-    def _check_format(cls, value: str) -> str:
-        if value not in BUILTIN_SINK_FORMATS and _FORMAT_NAME_RE.fullmatch(value) is None:
-            raise ValueError(
-                "must be 'cloudevents', 'data' or a mapping name of 1-64 characters of "
-                "A-Z a-z 0-9 _ . -"
-            )
-        return value
-
-    _check_env_names = field_validator("signing_secret_env", "auth_bearer_env", "api_key_env")(
-        _check_env_name
-    )
-
-    @field_validator("api_key_header")
-    @classmethod
-    def _check_api_key_header(cls, value: str | None) -> str | None:
-        if value is not None and _HEADER_NAME_RE.fullmatch(value) is None:
-            raise ValueError("must be an HTTP header name")
-        return value
-
-    @field_validator("headers")
-    @classmethod
-    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            lowered = name.lower()
-            if _HEADER_NAME_RE.fullmatch(name) is None:
-                raise ValueError("header names must be HTTP tokens")
-            if lowered in _RESERVED_HEADERS:
-                raise ValueError(f"header {name!r} is set by the worker and cannot be configured")
-            if lowered in _CREDENTIAL_HEADERS or _is_secret_name(lowered) or "auth" in lowered:
-                raise ValueError(
-                    f"header {name!r} looks like a credential; secrets must not be in the "
-                    "config: use auth_bearer_env, or api_key_header + api_key_env"
-                )
-        return value
-
-    @model_validator(mode="after")
-    def _check_pairs(self) -> SinkConfig:
-        if (self.api_key_header is None) != (self.api_key_env is None):
-            raise ValueError("api_key_header and api_key_env must be set together")
-        if self.backoff_max_s < self.backoff_base_s:
-            raise ValueError("backoff_max_s must be at least backoff_base_s")
-        return self
 
 
 # --------------------------------------------------------------------------- loading
@@ -656,7 +472,7 @@ def _reason(kind: str, message: str, loc: tuple[Any, ...]) -> str:
             nested: dict[Any, type[BaseModel]] = {"sinks": SinkConfig, "api_tokens": ApiToken}
             model = nested.get(loc[0], RouteRule)
         message = "unknown key; allowed: " + ", ".join(model.model_fields)
-        if _is_secret_name(key):
+        if is_secret_name(key):
             message += "; secrets never go in the config"
             if f"{key}_env" in model.model_fields:
                 message += f": set {key}_env to the name of the environment variable holding it"
@@ -670,65 +486,6 @@ def _source(loc: tuple[Any, ...], state: _LoadState) -> str | None:
     if top in state.env_vars:
         return f"env {state.env_vars[top]}"
     if top in state.file_keys and state.file_path is not None:
-        line = _find_line(state.file_text, loc)
+        line = find_line(state.file_text, loc)
         return f"{state.file_path}:{line}" if line else str(state.file_path)
     return None
-
-
-_HEADER_RE = re.compile(r"\s*(\[\[?)([^\[\]]+)(\]\]?)\s*(?:#.*)?")
-_KEY_PART = r"(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
-_KEY_RE = re.compile(rf"\s*({_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*=")
-
-
-def _split_key(text: str) -> tuple[str, ...]:
-    return tuple(part.strip("\"'") for part in re.findall(_KEY_PART, text))
-
-
-def _find_line(text: str, loc: tuple[Any, ...]) -> int | None:
-    """Best-effort line of ``loc`` (``("sinks", 1, "url")``) in TOML ``text``.
-
-    Tracks ``[table]`` / ``[[array]]`` headers (counting array elements) and
-    ``key =`` lines, then returns the line of the longest entry that is a prefix of
-    ``loc``: the key itself, else its table header, else the enclosing key.
-    """
-    target = tuple(loc)
-    arrays: dict[tuple[Any, ...], int] = {}
-    table: tuple[Any, ...] = ()
-    best: tuple[int, int] | None = None  # (length, line)
-    in_string = False
-
-    def consider(path: tuple[Any, ...], line: int) -> None:
-        nonlocal best
-        if target[: len(path)] == path and (best is None or len(path) > best[0]):
-            best = (len(path), line)
-
-    def resolve(parts: tuple[str, ...]) -> tuple[Any, ...]:
-        out: tuple[Any, ...] = ()
-        for part in parts:
-            out = (*out, part)
-            if out in arrays:
-                out = (*out, arrays[out])
-        return out
-
-    for number, line in enumerate(text.splitlines(), start=1):
-        if in_string:
-            in_string = (line.count('"""') + line.count("'''")) % 2 == 0
-            continue
-        header = _HEADER_RE.fullmatch(line)
-        if header and len(header.group(1)) == len(header.group(3)):
-            parts = _split_key(header.group(2))
-            if not parts:
-                continue
-            if header.group(1) == "[[":
-                base = (*resolve(parts[:-1]), parts[-1])
-                arrays[base] = arrays.get(base, -1) + 1
-                table = (*base, arrays[base])
-            else:
-                table = resolve(parts)
-            consider(table, number)
-            continue
-        key = _KEY_RE.match(line)
-        if key:
-            consider((*table, *_split_key(key.group(1))), number)
-            in_string = (line.count('"""') + line.count("'''")) % 2 == 1
-    return best[1] if best else None
