@@ -349,6 +349,10 @@ class RedisTransport:
             connection = await pool.get_connection()  # type: ignore[no-untyped-call]
             self._connection = connection
         try:
+            if not connection.is_connected:
+                # connect() (not send_packed_command's own reconnect) is what asks a
+                # Sentinel for the current primary after a failover.
+                await connection.connect()
             await connection.send_packed_command(
                 b"".join(hiredis.pack_command(command) for command in commands),
                 check_health=False,
