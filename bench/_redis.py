@@ -20,16 +20,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from mozaiks_bus.embedded import free_loopback_port
+
 __all__ = ["BenchRedis", "private_redis"]
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _die_with_parent() -> None:  # in the child between fork and exec
@@ -70,7 +68,7 @@ class BenchRedis:
 
     def start(self) -> BenchRedis:
         for _attempt in range(3):  # a free port can be taken between probe and bind
-            self.port = _free_port()
+            self.port = free_loopback_port()
             args = [
                 self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--protected-mode", "yes", "--daemonize", "no", "--save", "",

@@ -31,7 +31,6 @@ import multiprocessing
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ import redis.asyncio as aredis
 from fastapi import FastAPI, Request
 
 from mozaiks_bus import Bus, load_settings
+from mozaiks_bus.embedded import free_loopback_port
 
 from ._redis import private_redis
 
@@ -67,10 +67,6 @@ def _die_with_parent() -> None:  # in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _percentile(values: list[float], pct: float) -> float:
@@ -99,7 +95,7 @@ def create_bare_app() -> FastAPI:
 
 class _Server:
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.port = _free_port()
+        self.port = free_loopback_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, *args, "--port", str(self.port), "--log-level", "warning"],

@@ -27,7 +27,6 @@ import multiprocessing
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from typing import Any
 import httpx
 
 from mozaiks_bus import Bus, Event
+from mozaiks_bus.embedded import free_loopback_port
 from mozaiks_bus.settings import load_settings
 
 from ._redis import private_redis
@@ -80,10 +80,6 @@ def _serve(port: int) -> None:  # the target process (spawn)
                 lifespan="off")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _count(client: httpx.Client, base: str) -> tuple[int, float]:
@@ -169,7 +165,7 @@ def _start_worker(url: str, prefix: str, base: str, processes: int, tmp: Path
 
 def run(events: int = 2000, repeats: int = 3, processes: int = 2) -> dict[str, Any]:
     """Run the bench; returns every round and the medians."""
-    port = _free_port()
+    port = free_loopback_port()
     base = f"http://127.0.0.1:{port}"
     target = multiprocessing.get_context("spawn").Process(target=_serve, args=(port,),
                                                           daemon=True)

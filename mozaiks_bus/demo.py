@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from typing import Any
 
 from .bus import Bus
 from .connection import create_sync_client
-from .embedded import EmbeddedRedis, start_embedded_redis
+from .embedded import EmbeddedRedis, free_loopback_port, start_embedded_redis
 from .event import Event
 from .settings import BusSettings, load_settings
 
@@ -92,10 +91,6 @@ async def _until(check: Callable[[], bool], what: str, timeout: float = STEP_TIM
         await asyncio.sleep(0.05)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Tour:
@@ -267,7 +262,7 @@ class Tour:
     async def ui_resume(self) -> None:
         import websockets  # noqa: PLC0415  # a dev/demo dependency
 
-        port = _free_port()
+        port = free_loopback_port()
         self.spawn("serve", "--port", str(port))
         base = f"127.0.0.1:{port}"
         await _until(lambda: _ready(base), "the API")

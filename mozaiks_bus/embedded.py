@@ -24,13 +24,14 @@ import redis
 
 from .errors import BrokerUnavailable
 
-__all__ = ["EmbeddedRedis", "start_embedded_redis"]
+__all__ = ["EmbeddedRedis", "free_loopback_port", "start_embedded_redis"]
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 
 
-def _free_port() -> int:
+def free_loopback_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -70,7 +71,7 @@ def start_embedded_redis(data_dir: str | os.PathLike[str], *, name: str = "embed
         return EmbeddedRedis(url=f"memory://{name}", data_dir=None, persistent=False)
     directory = Path(data_dir).resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_loopback_port()
     log = directory / "redis.log"
     command = [
         binary, "--bind", "127.0.0.1", "--port", str(port), "--protected-mode", "yes",

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import InvalidEvent
 from .patterns import PATTERN_RULE, validate_pattern
+from .sink_settings import check_env_name
 
 __all__ = [
     "API_SCOPES",
@@ -71,7 +72,6 @@ DEFAULT_API_WS_HEARTBEAT_S = 30.0
 DEFAULT_API_RETRY_AFTER_S = 1
 
 _TOKEN_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 class ApiToken(BaseModel):
@@ -94,11 +94,7 @@ class ApiToken(BaseModel):
     @field_validator("token_env")
     @classmethod
     def _check_token_env(cls, value: str) -> str:
-        if _ENV_NAME_RE.fullmatch(value) is None:
-            raise ValueError(
-                "must be the name of an environment variable ([A-Za-z_][A-Za-z0-9_]*, at "
-                "most 128 characters), never the token itself"
-            )
+        check_env_name(value, holds="token")
         return value
 
     @field_validator("scopes")

@@ -22,6 +22,7 @@ __all__ = [
     "RouteRule",
     "RouteScope",
     "SinkConfig",
+    "check_env_name",
     "is_secret_name",
 ]
 
@@ -60,13 +61,19 @@ def _check_pattern(value: str) -> str:
         raise ValueError(f"pattern {PATTERN_RULE}") from None
 
 
-def _check_env_name(value: str | None) -> str | None:
+def check_env_name(value: str | None, *, holds: str = "secret") -> str | None:
+    """``value`` if it names an environment variable, else ValueError (the config names
+    the variable that holds a ``holds``, never the ``holds`` itself)."""
     if value is not None and _ENV_NAME_RE.fullmatch(value) is None:
         raise ValueError(
             "must be the name of an environment variable ([A-Za-z_][A-Za-z0-9_]*, at most "
-            "128 characters), never the secret itself"
+            f"128 characters), never the {holds} itself"
         )
     return value
+
+
+def _check_env_name(value: str | None) -> str | None:
+    return check_env_name(value)
 
 
 class RouteRule(BaseModel):
