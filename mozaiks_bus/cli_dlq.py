@@ -16,7 +16,7 @@ import redis
 from rich.table import Table
 
 from .bus import Bus
-from .cli_ops import _run, _settings, _with_bus, console
+from .cli_ops import command_settings, console, run_command, with_bus
 from .errors import MozaiksBusError
 from .settings import BusSettings
 
@@ -54,7 +54,7 @@ def _with_sinks(settings: BusSettings, work: Callable[[Any], T]) -> T:
 def dlq_list(ctx: click.Context, type_name: str | None, sink: str | None, limit: int,
              as_json: bool) -> None:
     """List dead letters, newest first (of the durable streams, or of an HTTP sink)."""
-    settings = _settings(ctx)
+    settings = command_settings(ctx)
     if sink is not None:
         from .sinks import list_dead_letters  # noqa: PLC0415
 
@@ -74,7 +74,7 @@ def dlq_list(ctx: click.Context, type_name: str | None, sink: str | None, limit:
         types = [type_name] if type_name else None
         return [dl.to_dict() for dl in await bus.streams.dead_letters(types, limit=limit)]
 
-    letters = _run(_with_bus(settings, work))
+    letters = run_command(with_bus(settings, work))
     if as_json:
         click.echo(json.dumps(letters, indent=2, sort_keys=True))
         return
@@ -97,7 +97,7 @@ def dlq_replay(ctx: click.Context, type_name: str, ids: tuple[str, ...],
     --sink) back to the sink's worker, with the same idempotency key."""
     if not ids and not replay_all:
         raise click.UsageError("give dead-letter ids, or --all")
-    settings = _settings(ctx)
+    settings = command_settings(ctx)
     if is_sink:
         from .sinks import replay_dead_letter, replay_dead_letters  # noqa: PLC0415
 
@@ -112,7 +112,7 @@ def dlq_replay(ctx: click.Context, type_name: str, ids: tuple[str, ...],
                                await bus.streams.dead_letters([type_name], limit=10_000)]
         return [await bus.streams.replay_dead_letter(type_name, dl_id) for dl_id in chosen]
 
-    replayed = _run(_with_bus(settings, work))
+    replayed = run_command(with_bus(settings, work))
     click.echo(f"replayed {len(replayed)} dead letter(s) of {type_name}")
 
 
@@ -125,7 +125,7 @@ def dlq_purge(ctx: click.Context, type_name: str, is_sink: bool, yes: bool) -> N
     """Delete every dead letter of an event type (or, with --sink, of an HTTP sink)."""
     if not yes:
         click.confirm(f"Delete every dead letter of {type_name}?", abort=True)
-    settings = _settings(ctx)
+    settings = command_settings(ctx)
     if is_sink:
         from .sinks import purge_dead_letters  # noqa: PLC0415
 
@@ -138,4 +138,4 @@ def dlq_purge(ctx: click.Context, type_name: str, is_sink: bool, yes: bool) -> N
         letters = await bus.streams.dead_letters([type_name], limit=100_000)
         return sum([await bus.streams.delete_dead_letter(type_name, dl.id) for dl in letters])
 
-    click.echo(f"deleted {_run(_with_bus(settings, work))} dead letter(s) of {type_name}")
+    click.echo(f"deleted {run_command(with_bus(settings, work))} dead letter(s) of {type_name}")

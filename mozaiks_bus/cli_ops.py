@@ -33,19 +33,19 @@ from .event import Event
 from .patterns import compile_pattern
 from .settings import BusSettings
 
-__all__ = ["register"]
+__all__ = ["command_settings", "console", "register", "run_command", "with_bus"]
 
 T = TypeVar("T")
 console = Console()
 
 
-def _settings(ctx: click.Context) -> BusSettings:
+def command_settings(ctx: click.Context) -> BusSettings:
     from .cli import load_cli_settings  # noqa: PLC0415  # the CLI module imports us
 
     return load_cli_settings(ctx)
 
 
-def _run(coro: Awaitable[T]) -> T:
+def run_command(coro: Awaitable[T]) -> T:
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except MozaiksBusError as exc:
@@ -53,7 +53,7 @@ def _run(coro: Awaitable[T]) -> T:
         sys.exit(1)
 
 
-async def _with_bus(settings: BusSettings, work: Callable[[Bus], Awaitable[T]]) -> T:
+async def with_bus(settings: BusSettings, work: Callable[[Bus], Awaitable[T]]) -> T:
     bus = Bus(config=settings)
     async with bus:
         return await work(bus)
@@ -69,7 +69,7 @@ async def _with_bus(settings: BusSettings, work: Callable[[Bus], Awaitable[T]]) 
 def publish_command(ctx: click.Context, type_name: str, data: str, subject: str | None,
                     durable: bool | None, fanout: bool | None) -> None:
     """Publish one event (DATA is a JSON object) and wait until Redis took it."""
-    settings = _settings(ctx)
+    settings = command_settings(ctx)
     try:
         payload = json.loads(data)
     except ValueError as exc:
@@ -79,7 +79,7 @@ def publish_command(ctx: click.Context, type_name: str, data: str, subject: str 
         return await bus.publish(type_name, payload, subject=subject, durable=durable,
                                  fanout=fanout)
 
-    event = _run(_with_bus(settings, work))
+    event = run_command(with_bus(settings, work))
     click.echo(event.id)
 
 
@@ -92,7 +92,7 @@ def tail_command(ctx: click.Context, pattern: str, count: int | None,
                  timeout: float | None) -> None:
     """Print events matching PATTERN as JSON lines, live, from every process: fan-out
     events as they are published and new entries of the durable streams."""
-    settings = _settings(ctx)
+    settings = command_settings(ctx)
     compile_pattern(pattern)
 
     async def work(bus: Bus) -> None:
@@ -118,7 +118,7 @@ def tail_command(ctx: click.Context, pattern: str, count: int | None,
         # The reader stops at its next turn (reads block 200 ms at most).
         await asyncio.wait_for(asyncio.gather(reader, return_exceptions=True), 5)
 
-    _run(_with_bus(settings, work))
+    run_command(with_bus(settings, work))
 
 
 async def _tail_streams(
@@ -151,13 +151,13 @@ async def _tail_streams(
 @click.pass_context
 def status_command(ctx: click.Context, as_json: bool) -> None:
     """Streams (length, groups, lag, pending, oldest pending age), dead letters, sinks."""
-    settings = _settings(ctx)
+    settings = command_settings(ctx)
 
     async def work(bus: Bus) -> dict[str, Any]:
         streams = [info.to_dict() for info in await bus.streams.streams()]
         return {"broker": bus.health(), "streams": streams}
 
-    report = _run(_with_bus(settings, work))
+    report = run_command(with_bus(settings, work))
     report["sinks"] = _sink_report(settings)
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True, default=str))
@@ -210,20 +210,20 @@ def _sink_report(settings: BusSettings) -> list[dict[str, Any]]:
 def replay_command(ctx: click.Context, type_name: str, group: str, from_id: str | None,
                    from_time: datetime | None) -> None:
     """Move GROUP's position on TYPE's stream back (or forward) to an id or a time."""
-    settings = _settings(ctx)
+    settings = command_settings(ctx)
 
     async def work(bus: Bus) -> str:
         return await bus.streams.replay_group(type_name, group, from_id=from_id,
                                               from_time=from_time)
 
-    click.echo(f"{group} on {type_name} reads again after {_run(_with_bus(settings, work))}")
+    click.echo(f"{group} on {type_name} reads again after {run_command(with_bus(settings, work))}")
 
 
 @click.command("doctor")
 @click.pass_context
 def doctor_command(ctx: click.Context) -> None:
     """Check Redis: reachable, version, persistence, noeviction, TLS/ACL hints."""
-    settings = _settings(ctx)
+    settings = command_settings(ctx)
     checks = run_checks(settings)
     table = Table("check", "result", "found", "what to do", title="mozaiks-bus doctor")
     colours = {"ok": "green", "warn": "yellow", "fail": "red"}
@@ -251,7 +251,7 @@ def up_command(ctx: click.Context, app: str | None, host: str, port: int, data_d
     API, the durable consumers of APP (module:attribute of a Bus) and the sink worker."""
     from .up import UpOptions, run_up  # noqa: PLC0415  # imports the server stack
 
-    settings = _settings(ctx)
+    settings = command_settings(ctx)
     options = UpOptions(app=app, host=host, port=port, data_dir=data_dir,
                         worker_processes=worker_processes,
                         config_path=ctx.find_root().params.get("config_path"))
