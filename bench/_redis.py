@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from mozaiks_bus.embedded import free_loopback_port
+from mozaiks_bus.ops.redis_server import free_loopback_port
 
 __all__ = ["BenchRedis", "private_redis"]
 

@@ -47,7 +47,7 @@ import redis.asyncio as aredis
 from fastapi import FastAPI, Request
 
 from mozaiks_bus import Bus, load_settings
-from mozaiks_bus.embedded import free_loopback_port
+from mozaiks_bus.ops.redis_server import free_loopback_port
 
 from ._redis import private_redis
 

@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 
 from mozaiks_bus import Bus, Event
-from mozaiks_bus.embedded import free_loopback_port
+from mozaiks_bus.ops.redis_server import free_loopback_port
 from mozaiks_bus.settings import load_settings
 
 from ._redis import private_redis

@@ -4,10 +4,10 @@ Import everything public from here; submodules are internals unless documented
 (``mozaiks_bus.compat`` is the drop-in for the platform's ``event_bus``).
 """
 
-from ._version import __version__
-from .bus import Bus
-from .catalog import CATALOG, Catalog
-from .errors import (
+from mozaiks_bus._version import __version__
+from mozaiks_bus.bus import Bus
+from mozaiks_bus.catalog import CATALOG, Catalog
+from mozaiks_bus.errors import (
     BrokerUnavailable,
     BusClosed,
     ConfigError,
@@ -16,9 +16,9 @@ from .errors import (
     PublishFailed,
     TransportError,
 )
-from .event import Event
-from .routing import Route, RoutingTable, Scope
-from .settings import BusSettings, load_settings
+from mozaiks_bus.event import Event
+from mozaiks_bus.routing import Route, RoutingTable, Scope
+from mozaiks_bus.settings import BusSettings, load_settings
 
 __all__ = [
     "CATALOG",

@@ -26,21 +26,21 @@ import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
-from .catalog import CATALOG, Catalog
-from .consumer import ConsumerHandler, ConsumerSpec
-from .dispatch import Handler, LocalDispatcher
-from .durable import DurableRuntime
-from .errors import BusClosed, ConfigError, InvalidEvent, PublishFailed
-from .event import Event
-from .loop_thread import LoopThread, running_loop
-from .patterns import validate_pattern
-from .retry import RetryPolicy
-from .routing import RoutingTable, Scope
-from .settings import BusSettings, load_settings
-from .stats import BusStats
-from .streams import StreamInspector
-from .transport import Transport, create_transport
-from .ui import UiHub
+from mozaiks_bus._loop import LoopThread, running_loop
+from mozaiks_bus.catalog import CATALOG, Catalog
+from mozaiks_bus.durable import DurableRuntime
+from mozaiks_bus.durable.consumer import ConsumerHandler, ConsumerSpec
+from mozaiks_bus.durable.streams import StreamInspector
+from mozaiks_bus.errors import BusClosed, ConfigError, InvalidEvent, PublishFailed
+from mozaiks_bus.event import Event
+from mozaiks_bus.local import Handler, LocalDispatcher
+from mozaiks_bus.patterns import validate_pattern
+from mozaiks_bus.retry import RetryPolicy
+from mozaiks_bus.routing import RoutingTable, Scope
+from mozaiks_bus.settings import BusSettings, load_settings
+from mozaiks_bus.stats import BusStats
+from mozaiks_bus.transports import Transport, create_transport
+from mozaiks_bus.ui import UiHub
 
 __all__ = ["Bus"]
 
@@ -172,7 +172,7 @@ class Bus:
         """Decorator: a durable handler in consumer group ``group`` (one per service).
 
         Return = ack; raise = retry with backoff, then dead letter after
-        ``max_deliveries`` (see :mod:`mozaiks_bus.consumer` for the whole contract).
+        ``max_deliveries`` (see :mod:`mozaiks_bus.durable.consumer` for the whole contract).
         Without a broker the handler is a plain local subscriber (no retry, nothing
         persisted), so the same code runs on a laptop with no Redis.
         """

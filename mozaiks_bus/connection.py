@@ -40,7 +40,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from .errors import BrokerUnavailable, ConfigError, MozaiksBusError, TransportError
+from mozaiks_bus.errors import BrokerUnavailable, ConfigError, MozaiksBusError, TransportError
 
 __all__ = [
     "SCHEMES",

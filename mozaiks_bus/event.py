@@ -22,7 +22,7 @@ from typing import Any
 
 import uuid_utils
 
-from .errors import InvalidEvent
+from mozaiks_bus.errors import InvalidEvent
 
 __all__ = [
     "EXTENSION_ATTRIBUTES",

@@ -67,9 +67,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from .errors import ConfigError, InvalidEvent
-from .event import validate_type
-from .patterns import validate_pattern
+from mozaiks_bus.errors import ConfigError, InvalidEvent
+from mozaiks_bus.event import validate_type
+from mozaiks_bus.patterns import validate_pattern
 
 __all__ = ["MAX_ID_LENGTH", "Keys"]
 

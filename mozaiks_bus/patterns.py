@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from .errors import InvalidEvent
+from mozaiks_bus.errors import InvalidEvent
 
 __all__ = ["PATTERN_RULE", "Pattern", "compile_pattern", "validate_pattern"]
 

@@ -37,8 +37,8 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .errors import ConfigError, InvalidEvent
-from .patterns import Pattern
+from mozaiks_bus.errors import ConfigError, InvalidEvent
+from mozaiks_bus.patterns import Pattern
 
 __all__ = ["DEFAULT_RULES", "Route", "RoutingTable", "Scope"]
 

@@ -19,16 +19,22 @@ Use ``CATALOG.validate(type, data)`` (raises InvalidEvent, never touches ``data`
 
 from __future__ import annotations
 
-from . import chat, crossservice, dotnet, platform
-from ._registry import CATALOG, JSON_SCHEMA_DIALECT, Catalog, EventModel, register
-from .chat import (
+from mozaiks_bus.catalog import chat, crossservice, dotnet, platform
+from mozaiks_bus.catalog._registry import (
+    CATALOG,
+    JSON_SCHEMA_DIALECT,
+    Catalog,
+    EventModel,
+    register,
+)
+from mozaiks_bus.catalog.chat import (
     ChatRunComplete,
     ChatStructuredOutputReady,
     ChatUsageDelta,
     ChatUsageSummary,
 )
-from .crossservice import NotificationCreated, PluginExecutionComplete
-from .dotnet import (
+from mozaiks_bus.catalog.crossservice import NotificationCreated, PluginExecutionComplete
+from mozaiks_bus.catalog.dotnet import (
     DIRECT_MESSAGE_SENT_QUEUE,
     HOSTING_PROVISIONING_REQUEST_QUEUE,
     DirectMessageSent,
@@ -37,7 +43,7 @@ from .dotnet import (
     HostingProvisioningFailed,
     HostingProvisioningRequested,
 )
-from .platform import (
+from mozaiks_bus.catalog.platform import (
     AiArtifactCreated,
     AllNotificationsRead,
     ApiError,

@@ -21,7 +21,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import ConfigDict, Field
 
-from ._registry import EventModel
+from mozaiks_bus.catalog._registry import EventModel
 
 __all__ = [
     "MODELS",

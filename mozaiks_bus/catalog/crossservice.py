@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from ._registry import EventModel
+from mozaiks_bus.catalog._registry import EventModel
 
 __all__ = [
     "MODELS",

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from ._registry import EventModel
+from mozaiks_bus.catalog._registry import EventModel
 
 __all__ = [
     "DIRECT_MESSAGE_SENT_QUEUE",

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from ._registry import EventModel
+from mozaiks_bus.catalog._registry import EventModel
 
 __all__ = [
     "MODELS",

@@ -21,6 +21,6 @@ Errors are ``{"error", "message"[, "field", "rule"]}`` (:mod:`.errors`); tokens,
 scopes and the loopback-only open mode are in :mod:`.auth`; limits in :mod:`.limits`.
 """
 
-from .app import create_app
+from mozaiks_bus.server.app import create_app
 
 __all__ = ["create_app"]

@@ -25,11 +25,10 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from mozaiks_bus.connection import create_sync_client
 from mozaiks_bus.errors import InvalidEvent, TransportError
 from mozaiks_bus.event import validate_type
-
-from .errors import ApiError, invalid
-from .events import unavailable
-from .schemas import ERRORS, DeadLettersOut, ReplayResult, SinksOut, StreamsOut
-from .state import ServerState, get_state
+from mozaiks_bus.server.errors import ApiError, invalid
+from mozaiks_bus.server.events import unavailable
+from mozaiks_bus.server.schemas import ERRORS, DeadLettersOut, ReplayResult, SinksOut, StreamsOut
+from mozaiks_bus.server.state import ServerState, get_state
 
 __all__ = ["router"]
 

@@ -26,16 +26,15 @@ from mozaiks_bus.bus import Bus
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
-from mozaiks_bus.redis_transport import RECONNECTED_EVENT
+from mozaiks_bus.server import admin, events, health, input, websocket
+from mozaiks_bus.server.auth import Authenticator, install_secret_filter
+from mozaiks_bus.server.dedupe import DedupeClaims
+from mozaiks_bus.server.errors import install_error_handlers
+from mozaiks_bus.server.limits import BodyLimit
+from mozaiks_bus.server.metrics import HttpMetrics, ServerMetrics
+from mozaiks_bus.server.state import ServerState
 from mozaiks_bus.settings import BusSettings, load_settings
-
-from . import admin, events, health, input, websocket
-from .auth import Authenticator, install_secret_filter
-from .dedupe import DedupeClaims
-from .errors import install_error_handlers
-from .limits import BodyLimit
-from .metrics import HttpMetrics, ServerMetrics
-from .state import ServerState
+from mozaiks_bus.transports.redis import RECONNECTED_EVENT
 
 __all__ = ["create_app"]
 

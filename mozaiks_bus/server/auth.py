@@ -31,10 +31,9 @@ from starlette.requests import HTTPConnection
 
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.patterns import Pattern
-from mozaiks_bus.server_settings import API_SCOPES, MIN_TOKEN_LENGTH, ApiScope
+from mozaiks_bus.server.errors import ApiError
 from mozaiks_bus.settings import BusSettings
-
-from .errors import ApiError
+from mozaiks_bus.settings.api import API_SCOPES, MIN_TOKEN_LENGTH, ApiScope
 
 __all__ = [
     "Authenticator",

@@ -29,12 +29,11 @@ from fastapi.responses import JSONResponse
 from mozaiks_bus.errors import BusClosed, InvalidEvent, TransportError
 from mozaiks_bus.event import JSON_RULE, Event, is_json_safe
 from mozaiks_bus.routing import Scope
-
-from .dedupe import Claims, digest
-from .errors import ApiError, invalid
-from .limits import parse_json
-from .schemas import ERRORS, PublishResult, events_request_body
-from .state import ServerState, get_state
+from mozaiks_bus.server.dedupe import Claims, digest
+from mozaiks_bus.server.errors import ApiError, invalid
+from mozaiks_bus.server.limits import parse_json
+from mozaiks_bus.server.schemas import ERRORS, PublishResult, events_request_body
+from mozaiks_bus.server.state import ServerState, get_state
 
 __all__ = ["build_router", "unavailable"]
 

@@ -17,11 +17,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from mozaiks_bus.connection import ping
+from mozaiks_bus.durable.streams import StreamInfo
 from mozaiks_bus.errors import MozaiksBusError
-from mozaiks_bus.streams import StreamInfo
-
-from .metrics import CONTENT_TYPE, render
-from .state import get_state
+from mozaiks_bus.server.metrics import CONTENT_TYPE, render
+from mozaiks_bus.server.state import get_state
 
 __all__ = ["METRICS_STREAMS_TIMEOUT_S", "READY_PING_TIMEOUT_S", "router"]
 

@@ -18,12 +18,17 @@ from pydantic import ValidationError
 
 from mozaiks_bus.errors import InvalidEvent, TransportError
 from mozaiks_bus.event import is_json_safe
-
-from .errors import ApiError, invalid
-from .events import unavailable
-from .limits import parse_json
-from .schemas import ERRORS, InputAck, UiToolResponseIn, UserInputIn, input_request_body
-from .state import get_state
+from mozaiks_bus.server.errors import ApiError, invalid
+from mozaiks_bus.server.events import unavailable
+from mozaiks_bus.server.limits import parse_json
+from mozaiks_bus.server.schemas import (
+    ERRORS,
+    InputAck,
+    UiToolResponseIn,
+    UserInputIn,
+    input_request_body,
+)
+from mozaiks_bus.server.state import get_state
 
 __all__ = ["router"]
 

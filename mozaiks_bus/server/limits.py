@@ -21,7 +21,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import ApiError
+from mozaiks_bus.server.errors import ApiError
 
 __all__ = ["BodyLimit", "json_depth_exceeds", "parse_json"]
 

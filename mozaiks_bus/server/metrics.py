@@ -40,7 +40,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mozaiks_bus.streams import StreamInfo
+from mozaiks_bus.durable.streams import StreamInfo
 
 __all__ = ["CONTENT_TYPE", "HttpMetrics", "ServerMetrics", "render"]
 

@@ -16,9 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mozaiks_bus.errors import MozaiksBusError
+from mozaiks_bus.server.auth import Authenticator, install_secret_filter, is_loopback
 from mozaiks_bus.settings import CONFIG_ENV, BusSettings
-
-from .auth import Authenticator, install_secret_filter, is_loopback
 
 __all__ = ["ServeRefused", "check_bind", "serve"]
 
@@ -29,7 +28,7 @@ class ServeRefused(MozaiksBusError):
 
 def check_bind(settings: BusSettings, host: str) -> str | None:
     """None if ``host`` may be bound; else why not. Also checks broker and tokens."""
-    from .app import create_app  # noqa: PLC0415
+    from mozaiks_bus.server.app import create_app  # noqa: PLC0415
 
     create_app(settings=settings)  # raises ConfigError for a missing broker or token
     if settings.api_tokens:

@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 from starlette.requests import HTTPConnection
 
 from mozaiks_bus.bus import Bus
+from mozaiks_bus.server.auth import Authenticator
+from mozaiks_bus.server.dedupe import DedupeClaims
+from mozaiks_bus.server.metrics import ServerMetrics
 from mozaiks_bus.settings import BusSettings
-
-from .auth import Authenticator
-from .dedupe import DedupeClaims
-from .metrics import ServerMetrics
 
 __all__ = ["ServerState", "get_state"]
 

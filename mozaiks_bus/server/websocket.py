@@ -44,12 +44,11 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from mozaiks_bus.errors import InvalidEvent, TransportError
 from mozaiks_bus.event import format_time, is_json_safe
+from mozaiks_bus.server.auth import mark_denied, origin_allowed
+from mozaiks_bus.server.errors import ApiError
+from mozaiks_bus.server.limits import parse_json
+from mozaiks_bus.server.state import ServerState, get_state
 from mozaiks_bus.ui import ChatStream, SlowConsumer
-
-from .auth import mark_denied, origin_allowed
-from .errors import ApiError
-from .limits import parse_json
-from .state import ServerState, get_state
 
 __all__ = ["CLOSE_TIMEOUT_S", "router"]
 

@@ -16,9 +16,9 @@ The admin functions take a sync redis-py client and the settings, e.g.
 ``sink_states(create_sync_client(url), settings)``.
 """
 
-from .circuit import CircuitBreaker, CircuitState
-from .config import SinkSecrets, check_sinks, sink_secrets
-from .dead_letters import (
+from mozaiks_bus.sinks.circuit import CircuitBreaker, CircuitState
+from mozaiks_bus.sinks.config import SinkSecrets, check_sinks, sink_secrets
+from mozaiks_bus.sinks.dead_letters import (
     SinkDeadLetter,
     dead_letter,
     delete_dead_letter,
@@ -27,13 +27,13 @@ from .dead_letters import (
     replay_dead_letter,
     replay_dead_letters,
 )
-from .dispatcher import SinkDispatcher, enqueue_delivery, sink_queue
-from .formats import FORMATS, Body, FormatError, SkipDelivery, render
-from .policy import Outcome, Verdict, classify_status, parse_retry_after, redact
-from .reconcile import Reconciler, SweepReport
-from .signing import SignatureError, sign_headers, verify
-from .state import SinkState, reset_circuit, sink_state, sink_states
-from .worker import SinkWorker, WorkerOptions, run_worker
+from mozaiks_bus.sinks.dispatcher import SinkDispatcher, enqueue_delivery, sink_queue
+from mozaiks_bus.sinks.formats import FORMATS, Body, FormatError, SkipDelivery, render
+from mozaiks_bus.sinks.policy import Outcome, Verdict, classify_status, parse_retry_after, redact
+from mozaiks_bus.sinks.reconcile import Reconciler, SweepReport
+from mozaiks_bus.sinks.signing import SignatureError, sign_headers, verify
+from mozaiks_bus.sinks.state import SinkState, reset_circuit, sink_state, sink_states
+from mozaiks_bus.sinks.worker import SinkWorker, WorkerOptions, run_worker
 
 __all__ = [
     "FORMATS",

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.settings import BusSettings, SinkConfig
-
-from .formats import FORMATS
-from .signing import decode_secret
+from mozaiks_bus.sinks.formats import FORMATS
+from mozaiks_bus.sinks.signing import decode_secret
 
 __all__ = ["SinkSecrets", "check_sinks", "find_sink", "sink_secrets"]
 

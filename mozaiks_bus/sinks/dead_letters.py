@@ -33,9 +33,8 @@ from mozaiks_bus.errors import ConfigError, MozaiksBusError
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.settings import BusSettings, SinkConfig
-
-from .config import find_sink
-from .dispatcher import enqueue_delivery, sink_queue
+from mozaiks_bus.sinks.config import find_sink
+from mozaiks_bus.sinks.dispatcher import enqueue_delivery, sink_queue
 
 __all__ = [
     "SinkDeadLetter",

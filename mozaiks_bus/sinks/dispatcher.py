@@ -39,8 +39,7 @@ from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.retry import RetryPolicy
 from mozaiks_bus.settings import SinkConfig
-
-from .state import record_pending
+from mozaiks_bus.sinks.state import record_pending
 
 __all__ = [
     "DEFAULT_RESULT_TTL_S",

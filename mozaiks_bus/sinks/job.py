@@ -50,14 +50,20 @@ from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.retry import RetryPolicy
 from mozaiks_bus.settings import BusSettings, SinkConfig, load_settings
-
-from .circuit import CircuitBreaker
-from .config import SinkSecrets, find_sink, sink_secrets
-from .dead_letters import record_dead
-from .formats import Body, FormatError, SkipDelivery, render
-from .policy import Outcome, Verdict, classify_error, classify_status, parse_retry_after, redact
-from .signing import sign_headers
-from .state import record_attempt, record_delivered, record_skipped
+from mozaiks_bus.sinks.circuit import CircuitBreaker
+from mozaiks_bus.sinks.config import SinkSecrets, find_sink, sink_secrets
+from mozaiks_bus.sinks.dead_letters import record_dead
+from mozaiks_bus.sinks.formats import Body, FormatError, SkipDelivery, render
+from mozaiks_bus.sinks.policy import (
+    Outcome,
+    Verdict,
+    classify_error,
+    classify_status,
+    parse_retry_after,
+    redact,
+)
+from mozaiks_bus.sinks.signing import sign_headers
+from mozaiks_bus.sinks.state import record_attempt, record_delivered, record_skipped
 
 __all__ = ["CONNECT_TIMEOUT_S", "SinkRuntime", "deliver", "install_runtime", "runtime"]
 

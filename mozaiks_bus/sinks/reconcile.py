@@ -56,12 +56,11 @@ from rq.utils import now
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.retry import RetryPolicy
 from mozaiks_bus.settings import BusSettings
-
-from .config import find_sink
-from .dead_letters import record_dead
-from .dispatcher import DEFAULT_RESULT_TTL_S, sink_queue
-from .policy import redact
-from .state import record_attempt
+from mozaiks_bus.sinks.config import find_sink
+from mozaiks_bus.sinks.dead_letters import record_dead
+from mozaiks_bus.sinks.dispatcher import DEFAULT_RESULT_TTL_S, sink_queue
+from mozaiks_bus.sinks.policy import redact
+from mozaiks_bus.sinks.state import record_attempt
 
 __all__ = ["CHILD_POLL_S", "Reconciler", "SweepReport", "worker_prefix"]
 

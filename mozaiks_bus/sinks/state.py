@@ -26,9 +26,8 @@ from redis.client import Pipeline
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.settings import BusSettings, SinkConfig
-
-from .circuit import CircuitBreaker, CircuitState
-from .config import find_sink
+from mozaiks_bus.sinks.circuit import CircuitBreaker, CircuitState
+from mozaiks_bus.sinks.config import find_sink
 
 __all__ = [
     "SinkState",

@@ -50,11 +50,10 @@ from mozaiks_bus.connection import create_sync_client, translate_redis_error
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.settings import BusSettings
-
-from .config import check_sinks
-from .dispatcher import DEFAULT_RESULT_TTL_S, SinkDispatcher, sink_queue
-from .job import SinkRuntime, install_runtime
-from .reconcile import CHILD_POLL_S, Reconciler, worker_prefix
+from mozaiks_bus.sinks.config import check_sinks
+from mozaiks_bus.sinks.dispatcher import DEFAULT_RESULT_TTL_S, SinkDispatcher, sink_queue
+from mozaiks_bus.sinks.job import SinkRuntime, install_runtime
+from mozaiks_bus.sinks.reconcile import CHILD_POLL_S, Reconciler, worker_prefix
 
 __all__ = ["SinkRQWorker", "SinkWorker", "WorkerOptions", "run_worker"]
 

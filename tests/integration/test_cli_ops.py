@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from mozaiks_bus import Bus, Event, load_settings
 from mozaiks_bus.cli import cli
-from mozaiks_bus.embedded import start_embedded_redis
 from mozaiks_bus.keys import Keys
+from mozaiks_bus.ops.redis_server import start_embedded_redis
 from mozaiks_bus.sinks.dead_letters import record_dead
 from tests.conftest import MakeRedisServer
 

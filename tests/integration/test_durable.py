@@ -11,9 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from mozaiks_bus import Bus, Event, load_settings
-from mozaiks_bus.consumer import Delivery
+from mozaiks_bus.durable.consumer import Delivery
+from mozaiks_bus.durable.retention import RetentionKeeper
 from mozaiks_bus.keys import Keys
-from mozaiks_bus.retention import RetentionKeeper
 from mozaiks_bus.retry import RetryPolicy
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ import redis
 
 from mozaiks_bus import BrokerUnavailable, Bus, Event, InvalidEvent, PublishFailed, load_settings
 from mozaiks_bus.compat import EventBus
-from mozaiks_bus.redis_transport import RECONNECTED_EVENT
+from mozaiks_bus.transports.redis import RECONNECTED_EVENT
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration

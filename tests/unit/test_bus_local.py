@@ -69,7 +69,7 @@ def test_a_failing_handler_never_stops_the_others(caplog: pytest.LogCaptureFixtu
 
     bus.subscribe("a.b", broken)
     bus.subscribe("a.b", lambda e: seen.append(e.id))
-    with caplog.at_level(logging.ERROR, logger="mozaiks_bus.dispatch"):
+    with caplog.at_level(logging.ERROR, logger="mozaiks_bus.local"):
         event = bus.emit("a.b")
     assert seen == [event.id]
     stats = bus.stats.snapshot()

@@ -19,8 +19,8 @@ from mozaiks_bus.server.auth import (
 )
 from mozaiks_bus.server.errors import ApiError
 from mozaiks_bus.server.limits import BodyLimit, json_depth_exceeds, parse_json
-from mozaiks_bus.server_settings import DEFAULT_API_MAX_BODY_BYTES
 from mozaiks_bus.settings import load_settings
+from mozaiks_bus.settings.api import DEFAULT_API_MAX_BODY_BYTES
 from tests.integration.server_harness import TOKEN_CONFIG, TOKENS
 
 # -- settings ------------------------------------------------------------------------------

@@ -25,13 +25,13 @@ from redis import exceptions as rexc
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from .connection import create_async_client, redact_url
-from .loop_thread import call_on_loop
-from .settings import BusSettings
+from mozaiks_bus._loop import call_on_loop
+from mozaiks_bus.connection import create_async_client, redact_url
+from mozaiks_bus.settings import BusSettings
 
 __all__ = ["PubSubListener"]
 
-logger = logging.getLogger("mozaiks_bus.listener")
+logger = logging.getLogger("mozaiks_bus.transports.redis.listener")
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
 MessageCallback = Callable[[dict[str, Any]], None]

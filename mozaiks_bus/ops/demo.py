@@ -34,11 +34,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .bus import Bus
-from .connection import create_sync_client
-from .embedded import EmbeddedRedis, free_loopback_port, start_embedded_redis
-from .event import Event
-from .settings import BusSettings, load_settings
+from mozaiks_bus.bus import Bus
+from mozaiks_bus.connection import create_sync_client
+from mozaiks_bus.event import Event
+from mozaiks_bus.ops.redis_server import EmbeddedRedis, free_loopback_port, start_embedded_redis
+from mozaiks_bus.settings import BusSettings, load_settings
 
 __all__ = ["DemoFailed", "run_demo"]
 
@@ -234,7 +234,7 @@ class Tour:
                  f"retried with the same Idempotency-Key {keys.pop()}; the third attempt got 200.")
 
     async def dead_letter(self) -> None:
-        from .sinks import list_dead_letters, replay_dead_letter  # noqa: PLC0415
+        from mozaiks_bus.sinks import list_dead_letters, replay_dead_letter  # noqa: PLC0415
 
         publisher = self.bus("messaging")
         async with publisher:

@@ -15,10 +15,10 @@ import click
 import redis
 from rich.table import Table
 
-from .bus import Bus
-from .cli_ops import command_settings, console, run_command, with_bus
-from .errors import MozaiksBusError
-from .settings import BusSettings
+from mozaiks_bus.bus import Bus
+from mozaiks_bus.cli.ops import command_settings, console, run_command, with_bus
+from mozaiks_bus.errors import MozaiksBusError
+from mozaiks_bus.settings import BusSettings
 
 __all__ = ["dlq_group"]
 
@@ -32,7 +32,7 @@ def dlq_group() -> None:
 
 def _with_sinks(settings: BusSettings, work: Callable[[Any], T]) -> T:
     """Run ``work(sync_client)`` against the broker (the sink admin API is sync)."""
-    from .connection import create_sync_client  # noqa: PLC0415
+    from mozaiks_bus.connection import create_sync_client  # noqa: PLC0415
 
     if not settings.broker_url:
         raise click.ClickException("MOZAIKS_BROKER_URL is not set")
@@ -56,7 +56,7 @@ def dlq_list(ctx: click.Context, type_name: str | None, sink: str | None, limit:
     """List dead letters, newest first (of the durable streams, or of an HTTP sink)."""
     settings = command_settings(ctx)
     if sink is not None:
-        from .sinks import list_dead_letters  # noqa: PLC0415
+        from mozaiks_bus.sinks import list_dead_letters  # noqa: PLC0415
 
         rows = _with_sinks(settings, lambda client: [
             dl.to_dict() for dl in list_dead_letters(client, settings, sink, limit=limit)])
@@ -99,7 +99,7 @@ def dlq_replay(ctx: click.Context, type_name: str, ids: tuple[str, ...],
         raise click.UsageError("give dead-letter ids, or --all")
     settings = command_settings(ctx)
     if is_sink:
-        from .sinks import replay_dead_letter, replay_dead_letters  # noqa: PLC0415
+        from mozaiks_bus.sinks import replay_dead_letter, replay_dead_letters  # noqa: PLC0415
 
         done = _with_sinks(settings, lambda client: (
             [replay_dead_letter(client, settings, type_name, dl_id) for dl_id in ids]
@@ -127,7 +127,7 @@ def dlq_purge(ctx: click.Context, type_name: str, is_sink: bool, yes: bool) -> N
         click.confirm(f"Delete every dead letter of {type_name}?", abort=True)
     settings = command_settings(ctx)
     if is_sink:
-        from .sinks import purge_dead_letters  # noqa: PLC0415
+        from mozaiks_bus.sinks import purge_dead_letters  # noqa: PLC0415
 
         count = _with_sinks(settings, lambda client: purge_dead_letters(client, settings,
                                                                          type_name))

@@ -1,5 +1,5 @@
 """Operator commands of ``mozaiks-bus``: publish, tail, status, replay, doctor, up, demo,
-bench (``dlq`` is in :mod:`mozaiks_bus.cli_dlq`).
+bench (``dlq`` is in :mod:`mozaiks_bus.cli.dlq`).
 
 Each command loads the settings like every other command (a bad configuration exits
 2), talks to the configured broker, prints readable tables (``--json`` for scripts)
@@ -26,12 +26,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .bus import Bus
-from .doctor import run_checks
-from .errors import MozaiksBusError
-from .event import Event
-from .patterns import compile_pattern
-from .settings import BusSettings
+from mozaiks_bus.bus import Bus
+from mozaiks_bus.errors import MozaiksBusError
+from mozaiks_bus.event import Event
+from mozaiks_bus.ops.doctor import run_checks
+from mozaiks_bus.patterns import compile_pattern
+from mozaiks_bus.settings import BusSettings
 
 __all__ = ["command_settings", "console", "register", "run_command", "with_bus"]
 
@@ -40,7 +40,7 @@ console = Console()
 
 
 def command_settings(ctx: click.Context) -> BusSettings:
-    from .cli import load_cli_settings  # noqa: PLC0415  # the CLI module imports us
+    from mozaiks_bus.cli import load_cli_settings  # noqa: PLC0415  # the CLI module imports us
 
     return load_cli_settings(ctx)
 
@@ -187,8 +187,8 @@ def _sink_report(settings: BusSettings) -> list[dict[str, Any]]:
     """Sink states (circuit, RQ queue, dead letters) from Redis."""
     if not settings.sinks or not settings.broker_url:
         return []
-    from .connection import create_sync_client  # noqa: PLC0415
-    from .sinks import sink_states  # noqa: PLC0415
+    from mozaiks_bus.connection import create_sync_client  # noqa: PLC0415
+    from mozaiks_bus.sinks import sink_states  # noqa: PLC0415
 
     client = create_sync_client(settings.broker_url)
     try:
@@ -249,7 +249,7 @@ def up_command(ctx: click.Context, app: str | None, host: str, port: int, data_d
                worker_processes: int) -> None:
     """Run everything on this host: Redis (embedded unless MOZAIKS_BROKER_URL is set), the
     API, the durable consumers of APP (module:attribute of a Bus) and the sink worker."""
-    from .up import UpOptions, run_up  # noqa: PLC0415  # imports the server stack
+    from mozaiks_bus.ops.up import UpOptions, run_up  # noqa: PLC0415  # imports the server stack
 
     settings = command_settings(ctx)
     options = UpOptions(app=app, host=host, port=port, data_dir=data_dir,
@@ -266,7 +266,7 @@ def up_command(ctx: click.Context, app: str | None, host: str, port: int, data_d
 @click.command("demo")
 def demo_command() -> None:
     """A guided tour: every scope at work on an embedded stack, each step checked."""
-    from .demo import run_demo  # noqa: PLC0415
+    from mozaiks_bus.ops.demo import run_demo  # noqa: PLC0415
 
     status = run_demo(click.echo)
     if status:
@@ -310,7 +310,7 @@ def bench_command(names: tuple[str, ...], timeout: float) -> None:
 
 def register(group: click.Group) -> None:
     """Add the operator commands to the CLI group."""
-    from .cli_dlq import dlq_group  # noqa: PLC0415  # it imports this module's helpers
+    from mozaiks_bus.cli.dlq import dlq_group  # noqa: PLC0415  # it imports this module's helpers
 
     for command in (publish_command, tail_command, status_command, dlq_group,
                     replay_command, doctor_command, up_command, bench_command,

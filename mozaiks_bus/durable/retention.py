@@ -24,14 +24,14 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from .keys import Keys
-from .settings import BusSettings
-from .stats import BusStats
-from .streams import id_millis
+from mozaiks_bus.durable.streams import id_millis
+from mozaiks_bus.keys import Keys
+from mozaiks_bus.settings import BusSettings
+from mozaiks_bus.stats import BusStats
 
 __all__ = ["RetentionKeeper"]
 
-logger = logging.getLogger("mozaiks_bus.retention")
+logger = logging.getLogger("mozaiks_bus.durable.retention")
 _MAX_TRIM_SCAN = 10_000  # entries looked at per check to find the length cut-off
 
 

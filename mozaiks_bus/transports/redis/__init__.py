@@ -49,18 +49,18 @@ import hiredis
 from redis import exceptions as rexc
 from redis.asyncio import Redis
 
-from .connection import create_async_client, redact_url, translate_redis_error
-from .errors import BrokerUnavailable, InvalidEvent
-from .event import Event, format_time
-from .keys import Keys
-from .listener import PubSubListener
-from .loop_thread import call_on_loop
-from .patterns import compile_pattern
-from .routing import Scope
-from .settings import BusSettings
-from .stats import BusStats
-from .streams import FIELD_EVENT
-from .transport import RemoteDeliver
+from mozaiks_bus._loop import call_on_loop
+from mozaiks_bus.connection import create_async_client, redact_url, translate_redis_error
+from mozaiks_bus.durable.streams import FIELD_EVENT
+from mozaiks_bus.errors import BrokerUnavailable, InvalidEvent
+from mozaiks_bus.event import Event, format_time
+from mozaiks_bus.keys import Keys
+from mozaiks_bus.patterns import compile_pattern
+from mozaiks_bus.routing import Scope
+from mozaiks_bus.settings import BusSettings
+from mozaiks_bus.stats import BusStats
+from mozaiks_bus.transports import RemoteDeliver
+from mozaiks_bus.transports.redis.listener import PubSubListener
 
 __all__ = ["RECONNECTED_EVENT", "RedisTransport"]
 

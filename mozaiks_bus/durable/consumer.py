@@ -45,19 +45,19 @@ from redis import exceptions as rexc
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from .dispatch import handler_name, is_async_callable
-from .errors import InvalidEvent
-from .event import Event
-from .keys import Keys
-from .patterns import compile_pattern
-from .retry import RetryPolicy
-from .settings import BusSettings
-from .stats import BusStats
-from .streams import FIELD_EVENT, decode_entry, ensure_group
+from mozaiks_bus.durable.streams import FIELD_EVENT, decode_entry, ensure_group
+from mozaiks_bus.errors import InvalidEvent
+from mozaiks_bus.event import Event
+from mozaiks_bus.keys import Keys
+from mozaiks_bus.local import handler_name, is_async_callable
+from mozaiks_bus.patterns import compile_pattern
+from mozaiks_bus.retry import RetryPolicy
+from mozaiks_bus.settings import BusSettings
+from mozaiks_bus.stats import BusStats
 
 __all__ = ["ConsumerSpec", "Delivery", "GroupConsumer", "default_consumer_name"]
 
-logger = logging.getLogger("mozaiks_bus.consumer")
+logger = logging.getLogger("mozaiks_bus.durable.consumer")
 ConsumerHandler = Callable[..., Any]
 BACKOFF_MAX_S = 2.0
 SWEEP_INTERVAL_S = 60.0

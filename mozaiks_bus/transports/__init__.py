@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-from .event import Event
-from .routing import Scope
+from mozaiks_bus.event import Event
+from mozaiks_bus.routing import Scope
 
 __all__ = ["LocalTransport", "RemoteDeliver", "Transport", "create_transport"]
 
@@ -94,6 +94,6 @@ def create_transport(url: str | None, **options: object) -> Transport:
     """The transport for ``url`` (None: local only)."""
     if url is None or url == "":
         return LocalTransport()
-    from .redis_transport import RedisTransport  # noqa: PLC0415  # imported lazily
+    from mozaiks_bus.transports.redis import RedisTransport  # noqa: PLC0415  # imported lazily
 
     return RedisTransport(url, **options)  # type: ignore[arg-type]

@@ -11,13 +11,13 @@ import logging
 from redis import exceptions as rexc
 from redis.asyncio import Redis
 
-from .connection import create_async_client
-from .consumer import ConsumerSpec, GroupConsumer
-from .keys import Keys
-from .retention import RetentionKeeper
-from .settings import BusSettings
-from .stats import BusStats
-from .streams import StreamInspector
+from mozaiks_bus.connection import create_async_client
+from mozaiks_bus.durable.consumer import ConsumerSpec, GroupConsumer
+from mozaiks_bus.durable.retention import RetentionKeeper
+from mozaiks_bus.durable.streams import StreamInspector
+from mozaiks_bus.keys import Keys
+from mozaiks_bus.settings import BusSettings
+from mozaiks_bus.stats import BusStats
 
 __all__ = ["DurableRuntime"]
 

@@ -37,9 +37,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .errors import InvalidEvent
-from .patterns import PATTERN_RULE, validate_pattern
-from .sink_settings import check_env_name
+from mozaiks_bus.errors import InvalidEvent
+from mozaiks_bus.patterns import PATTERN_RULE, validate_pattern
+from mozaiks_bus.settings.sinks import check_env_name
 
 __all__ = [
     "API_SCOPES",

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 import redis
 
-from .connection import create_sync_client, redact_url, translate_redis_error
-from .settings import BusSettings
+from mozaiks_bus.connection import create_sync_client, redact_url, translate_redis_error
+from mozaiks_bus.settings import BusSettings
 
 __all__ = ["Check", "run_checks"]
 

@@ -37,11 +37,11 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from typing import Any, Protocol, runtime_checkable
 
-from .bus import Bus
-from .errors import ConfigError, InvalidEvent, MozaiksBusError
-from .event import Event, is_json_safe, validate_type
-from .loop_thread import LoopThread
-from .routing import Scope
+from mozaiks_bus._loop import LoopThread
+from mozaiks_bus.bus import Bus
+from mozaiks_bus.errors import ConfigError, InvalidEvent, MozaiksBusError
+from mozaiks_bus.event import Event, is_json_safe, validate_type
+from mozaiks_bus.routing import Scope
 
 __all__ = [
     "BrokerAdapter",

@@ -21,10 +21,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from .connection import is_busygroup, redis_errors
-from .errors import InvalidEvent, MozaiksBusError
-from .event import Event
-from .keys import Keys
+from mozaiks_bus.connection import is_busygroup, redis_errors
+from mozaiks_bus.errors import InvalidEvent, MozaiksBusError
+from mozaiks_bus.event import Event
+from mozaiks_bus.keys import Keys
 
 __all__ = [
     "DeadLetter",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import redis
 
-from .errors import BrokerUnavailable
+from mozaiks_bus.errors import BrokerUnavailable
 
 __all__ = ["EmbeddedRedis", "free_loopback_port", "start_embedded_redis"]
 

@@ -40,13 +40,13 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import BrokerUnavailable, InvalidEvent, MozaiksBusError
-from .event import format_time, is_json_safe
-from .keys import Keys
+from mozaiks_bus.errors import BrokerUnavailable, InvalidEvent, MozaiksBusError
+from mozaiks_bus.event import format_time, is_json_safe
+from mozaiks_bus.keys import Keys
 
 if TYPE_CHECKING:
-    from .bus import Bus
-    from .redis_transport import RedisTransport
+    from mozaiks_bus.bus import Bus
+    from mozaiks_bus.transports.redis import RedisTransport
 
 __all__ = ["ChatStream", "SlowConsumer", "UiHub"]
 

@@ -3,7 +3,7 @@
 The supervisor (this process) starts, in order:
 
 1. the broker: ``MOZAIKS_BROKER_URL`` if set, else the embedded Redis
-   (:mod:`mozaiks_bus.embedded`: ``redis-server`` from PATH, AOF on, data in
+   (:mod:`mozaiks_bus.ops.redis_server`: ``redis-server`` from PATH, AOF on, data in
    ``--data-dir``) — so a restart on the same data directory keeps confirmed events;
 2. ``mozaiks-bus serve`` (the HTTP/WebSocket API) as a child process;
 3. ``mozaiks-bus worker [APP]`` (the app's durable consumers, the sink dispatcher and
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from .embedded import EmbeddedRedis, start_embedded_redis
-from .settings import BusSettings
+from mozaiks_bus.ops.redis_server import EmbeddedRedis, start_embedded_redis
+from mozaiks_bus.settings import BusSettings
 
 __all__ = ["UpOptions", "run_up"]
 
@@ -159,8 +159,8 @@ def _run_in_memory(settings: BusSettings, options: UpOptions, url: str, echo: Ec
 
     import uvicorn  # noqa: PLC0415
 
-    from .bus import Bus  # noqa: PLC0415
-    from .server.app import create_app  # noqa: PLC0415
+    from mozaiks_bus.bus import Bus  # noqa: PLC0415
+    from mozaiks_bus.server.app import create_app  # noqa: PLC0415
 
     echo("!" * 78)
     echo("mozaiks-bus up: redis-server is not on PATH: running IN MEMORY (memory://).")

@@ -24,17 +24,17 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from .event import Event
-from .loop_thread import running_loop
-from .patterns import Pattern, compile_pattern
-from .stats import BusStats
+from mozaiks_bus._loop import running_loop
+from mozaiks_bus.event import Event
+from mozaiks_bus.patterns import Pattern, compile_pattern
+from mozaiks_bus.stats import BusStats
 
 __all__ = ["DropPolicy", "Handler", "LocalDispatcher", "Subscription", "handler_name"]
 
 Handler = Callable[[Event], Any]
 DropPolicy = Literal["drop_oldest", "drop_newest"]
 LoopGetter = Callable[[], asyncio.AbstractEventLoop]
-logger = logging.getLogger("mozaiks_bus.dispatch")
+logger = logging.getLogger("mozaiks_bus.local")
 
 
 def handler_name(handler: Callable[..., Any]) -> str:

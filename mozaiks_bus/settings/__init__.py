@@ -13,7 +13,7 @@ Contract
    exist), else ``./mozaiks-bus.toml`` when it exists. Its keys are the field names
    (``broker_url``, ``service``, ``prefix``, ``[[routes]]``, ``[[sinks]]``,
    ``[[api_tokens]]`` and the other ``api_*`` settings of the HTTP service, described in
-   :mod:`mozaiks_bus.server_settings`, tunables);
+   :mod:`mozaiks_bus.settings.api`, tunables);
    an unknown key is an error;
 4. the defaults below (each defined once, as a ``DEFAULT_*`` constant).
 
@@ -52,8 +52,9 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .errors import ConfigError
-from .server_settings import (
+from mozaiks_bus.errors import ConfigError
+from mozaiks_bus.settings._toml_lines import find_line
+from mozaiks_bus.settings.api import (
     DEFAULT_API_DEDUPE_WINDOW_S,
     DEFAULT_API_MAX_BATCH,
     DEFAULT_API_MAX_BODY_BYTES,
@@ -66,14 +67,13 @@ from .server_settings import (
     check_origins,
     check_unique_token_names,
 )
-from .sink_settings import (
+from mozaiks_bus.settings.sinks import (
     BUILTIN_SINK_FORMATS,
     RouteRule,
     RouteScope,
     SinkConfig,
     is_secret_name,
 )
-from .toml_lines import find_line
 
 __all__ = [
     "BROKER_URL_ENV",
@@ -281,7 +281,7 @@ class BusSettings(BaseSettings):
     health_check_interval_s: float = Field(
         default=DEFAULT_HEALTH_CHECK_INTERVAL_S, gt=0, allow_inf_nan=False
     )
-    # durable streams (see mozaiks_bus.consumer and mozaiks_bus.retention)
+    # durable streams (see mozaiks_bus.durable.consumer and mozaiks_bus.durable.retention)
     consumer_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
     stream_max_len: int = Field(default=DEFAULT_STREAM_MAX_LEN, gt=0)
     stream_max_age_s: float = Field(default=DEFAULT_STREAM_MAX_AGE_S, gt=0, allow_inf_nan=False)
@@ -303,7 +303,7 @@ class BusSettings(BaseSettings):
     input_request_ttl_s: float = Field(
         default=DEFAULT_INPUT_REQUEST_TTL_S, ge=1, allow_inf_nan=False
     )
-    # the HTTP and WebSocket service (see mozaiks_bus.server_settings)
+    # the HTTP and WebSocket service (see mozaiks_bus.settings.api)
     api_tokens: list[ApiToken] = Field(default_factory=list)
     api_allowed_origins: list[str] = Field(default_factory=list)
     api_max_body_bytes: int = Field(default=DEFAULT_API_MAX_BODY_BYTES, ge=1024)

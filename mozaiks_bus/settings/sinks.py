@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .errors import InvalidEvent
-from .patterns import PATTERN_RULE, validate_pattern
+from mozaiks_bus.errors import InvalidEvent
+from mozaiks_bus.patterns import PATTERN_RULE, validate_pattern
 
 __all__ = [
     "BUILTIN_SINK_FORMATS",

@@ -22,7 +22,7 @@ Commands:
     the durable consumers of APP (``module:attribute`` of a Bus), until SIGINT/SIGTERM.
 
 The operator commands (``up``, ``publish``, ``tail``, ``status``, ``dlq``, ``replay``,
-``doctor``, ``demo``, ``bench``) live in :mod:`mozaiks_bus.cli_ops`.
+``doctor``, ``demo``, ``bench``) live in :mod:`mozaiks_bus.cli.ops`.
 
 Exit codes: 0 success, 1 failure of the command, 2 bad usage or bad configuration (the
 :class:`~mozaiks_bus.errors.ConfigError` message goes to stderr).
@@ -39,9 +39,9 @@ from typing import Any
 
 import click
 
-from ._version import __version__
-from .errors import ConfigError
-from .settings import BusSettings, load_settings
+from mozaiks_bus._version import __version__
+from mozaiks_bus.errors import ConfigError
+from mozaiks_bus.settings import BusSettings, load_settings
 
 __all__ = ["EXIT_CONFIG", "cli", "dump_json", "load_cli_settings", "main"]
 
@@ -170,7 +170,7 @@ def main() -> None:
     cli.main(prog_name="mozaiks-bus")
 
 
-from .cli_ops import register as _register_operator_commands  # noqa: E402
+from mozaiks_bus.cli.ops import register as _register_operator_commands  # noqa: E402
 
 _register_operator_commands(cli)
 
