@@ -7,6 +7,7 @@ Import everything public from here; submodules are internals unless documented
 from mozaiks_bus._version import __version__
 from mozaiks_bus.bus import Bus
 from mozaiks_bus.catalog import CATALOG, Catalog
+from mozaiks_bus.durable.consumer import Delivery
 from mozaiks_bus.errors import (
     BrokerUnavailable,
     BusClosed,
@@ -17,8 +18,10 @@ from mozaiks_bus.errors import (
     TransportError,
 )
 from mozaiks_bus.event import Event
+from mozaiks_bus.retry import RetryPolicy
 from mozaiks_bus.routing import Route, RoutingTable, Scope
 from mozaiks_bus.settings import BusSettings, load_settings
+from mozaiks_bus.ui import SlowConsumer
 
 __all__ = [
     "CATALOG",
@@ -28,13 +31,16 @@ __all__ = [
     "BusSettings",
     "Catalog",
     "ConfigError",
+    "Delivery",
     "Event",
     "InvalidEvent",
     "MozaiksBusError",
     "PublishFailed",
+    "RetryPolicy",
     "Route",
     "RoutingTable",
     "Scope",
+    "SlowConsumer",
     "TransportError",
     "__version__",
     "load_settings",

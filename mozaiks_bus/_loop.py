@@ -1,9 +1,10 @@
-"""A private asyncio loop on a daemon thread.
+"""Where a bus runs: the caller's event loop, or a private loop on a daemon thread.
 
 Sync callers with no running loop (a plain script, a unittest, a WSGI handler) still
-need somewhere for async handlers and the background sender to run. The bus starts one
-:class:`LoopThread` lazily, the first time it needs one, and stops it on ``stop()`` or
-at interpreter exit.
+need somewhere for async handlers and the background sender to run. :class:`BusLoop`
+binds a bus to the running loop of whoever first needs one, else starts a
+:class:`LoopThread` lazily, and runs the bus's one-time start on it exactly once per
+bound loop; the thread stops on ``close()`` or at interpreter exit.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import atexit
 import contextlib
 import threading
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-__all__ = ["LoopThread", "call_on_loop", "running_loop"]
+__all__ = ["BusLoop", "LoopThread", "call_on_loop", "running_loop", "spawn"]
 
 T = TypeVar("T")
 _LIVE: weakref.WeakSet[LoopThread] = weakref.WeakSet()
@@ -92,6 +93,131 @@ def call_on_loop(loop: asyncio.AbstractEventLoop | None, callback: Callable[[], 
         callback()
     else:
         loop.call_soon_threadsafe(callback)
+
+
+def spawn(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any],
+          keep: set[asyncio.Task[Any]] | None = None) -> None:
+    """Run ``coro`` on ``loop`` without waiting for it, from any thread.
+
+    On the loop's own thread the task is kept in ``keep`` (when given) until it ends, so
+    it is not garbage-collected mid-flight."""
+    if running_loop() is loop:
+        task = loop.create_task(coro)
+        if keep is not None:
+            keep.add(task)
+            task.add_done_callback(keep.discard)
+    else:
+        asyncio.run_coroutine_threadsafe(coro, loop)
+
+
+class BusLoop:
+    """The loop one bus runs on, and its one-time ``start`` on that loop.
+
+    ``get()`` binds lazily: to the running loop of the first caller, else to a private
+    :class:`LoopThread`. If the bound loop closes (a test's loop ends), the next
+    ``get()`` binds again and ``start`` runs again on the new loop."""
+
+    def __init__(self, start: Callable[[], Awaitable[None]]) -> None:
+        self._start = start
+        self._lock = threading.Lock()
+        self._bound: asyncio.AbstractEventLoop | None = None
+        self._thread: LoopThread | None = None
+        self._started: asyncio.Future[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    @property
+    def bound(self) -> asyncio.AbstractEventLoop | None:
+        """The loop bound now (None if none yet, or it closed)."""
+        loop = self._bound
+        return loop if loop is not None and not loop.is_closed() else None
+
+    @property
+    def start_requested(self) -> bool:
+        """Whether ``start`` was begun on the bound loop (it may still be running)."""
+        return self._started is not None
+
+    @property
+    def started(self) -> bool:
+        """Whether ``start`` finished on the bound loop."""
+        return self._started is not None and self._started.done()
+
+    def bind_running(self) -> None:
+        """Bind to the running loop unless a live loop is bound already."""
+        with self._lock:
+            if self.bound is None:
+                self._bound = asyncio.get_running_loop()
+                self._started = None
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        """The loop async handlers and the transport run on (bound lazily)."""
+        loop = self.bound
+        if loop is not None:
+            return loop
+        with self._lock:
+            loop = self.bound
+            if loop is not None:
+                return loop
+            loop = running_loop()
+            if loop is None:
+                if self._thread is None or not self._thread.alive:
+                    self._thread = LoopThread()
+                loop = self._thread.loop
+            self._bound = loop
+            self._started = None
+            return loop
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the bus loop, from whichever loop the caller runs on."""
+        loop = self.get()
+        if loop is asyncio.get_running_loop():
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+    def soon(self, coro: Coroutine[Any, Any, Any],
+             loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Run ``coro`` on the bus loop without waiting for it (from any thread)."""
+        spawn(loop or self.get(), coro, self._background)
+
+    async def ensure_started(self) -> None:
+        """Run ``start`` once on the bus loop; concurrent callers wait for that one run.
+
+        A failed start is raised to every waiter and tried again by the next call."""
+        loop = self.get()
+        if loop is not asyncio.get_running_loop():
+            await self.run(self.ensure_started())
+            return
+        if self._started is None:
+            started = self._started = loop.create_future()
+            try:
+                await self._start()
+            except BaseException as exc:
+                self._started = None
+                started.set_exception(exc)
+                started.exception()  # mark retrieved; the caller gets it below
+                raise
+            started.set_result(None)
+            return
+        await asyncio.shield(self._started)
+
+    def ensure_started_soon(self, on_error: Callable[[Exception], None]) -> None:
+        """Start in the background if nobody did; a failure goes to ``on_error``."""
+        if self._started is not None and self.bound is not None:
+            return
+        loop = self.get()
+
+        async def _start() -> None:
+            try:
+                await self.ensure_started()
+            except Exception as exc:  # noqa: BLE001  # reported; the next use retries
+                on_error(exc)
+
+        self.soon(_start(), loop)
+
+    async def close(self) -> None:
+        """Stop the private loop thread, if one was started (bounded)."""
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.stop)
+            self._thread = None
 
 
 @atexit.register

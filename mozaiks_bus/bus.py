@@ -22,17 +22,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
-from mozaiks_bus._loop import LoopThread, running_loop
+from mozaiks_bus._loop import BusLoop
 from mozaiks_bus.catalog import CATALOG, Catalog
 from mozaiks_bus.durable import DurableRuntime
-from mozaiks_bus.durable.consumer import ConsumerHandler, ConsumerSpec
+from mozaiks_bus.durable.consumer import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_DELIVERIES,
+    ConsumerHandler,
+    ConsumerSpec,
+)
 from mozaiks_bus.durable.streams import StreamInspector
 from mozaiks_bus.errors import BusClosed, ConfigError, InvalidEvent, PublishFailed
 from mozaiks_bus.event import Event
+from mozaiks_bus.keys import Keys
 from mozaiks_bus.local import Handler, LocalDispatcher
 from mozaiks_bus.patterns import validate_pattern
 from mozaiks_bus.retry import RetryPolicy
@@ -47,7 +52,6 @@ __all__ = ["Bus"]
 logger = logging.getLogger("mozaiks_bus.bus")
 H = TypeVar("H", bound=Handler)
 T = TypeVar("T")
-_REMOTE = Scope.FANOUT | Scope.DURABLE | Scope.UI
 _IS_REMOTE: dict[Scope, bool] = {}  # enum.Flag arithmetic is slow on the hot path
 
 
@@ -56,7 +60,8 @@ class Bus:
 
     ``Bus(url=None)`` reads settings from the environment and the optional TOML file
     (``MOZAIKS_BROKER_URL`` unset means local only); ``url``/``service`` given here win.
-    A ``transport`` instance may be injected (tests, custom brokers).
+    A ``transport`` instance may be injected (tests, custom brokers): it then carries
+    every remote scope, ui and durable included.
     """
 
     def __init__(
@@ -82,27 +87,22 @@ class Bus:
         self.catalog = catalog or CATALOG
         self.routing = RoutingTable([(rule.pattern, rule.scopes) for rule in config.routes])
         self.stats = BusStats()
-        self._dispatcher = LocalDispatcher(
-            stats=self.stats, loop_getter=self._loop,
-            queue_size=config.subscriber_queue_size, policy=config.emit_drop_policy,
-        )
-        self._remote_only = LocalDispatcher(
-            stats=self.stats, loop_getter=self._loop,
-            queue_size=config.subscriber_queue_size, policy=config.emit_drop_policy,
+        self._runner = BusLoop(self._start_transport)
+        self._dispatcher, self._remote_only = (
+            LocalDispatcher(stats=self.stats, loop_getter=self._runner.get,
+                            queue_size=config.subscriber_queue_size,
+                            policy=config.emit_drop_policy)
+            for _ in range(2)
         )
         self.transport: Transport = transport or create_transport(
             config.broker_url, settings=config, stats=self.stats,
         )
-        self._lock = threading.Lock()
-        self._bound_loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: LoopThread | None = None
-        self._started: asyncio.Future[None] | None = None
         self._closed = False
-        self._background: set[asyncio.Task[Any]] = set()
-        self.ui = UiHub(self)
-        self._durable: DurableRuntime | None = None
-        if self.transport.remote and config.broker_url:
-            self._durable = DurableRuntime(config.broker_url, config, self.stats)
+        self.ui = UiHub(self.transport.ui, self._runner, keys=Keys(config.prefix),
+                        input_ttl_s=int(config.input_request_ttl_s))
+        streams = self.transport.streams
+        self._durable = None if streams is None else \
+            DurableRuntime(streams, config, self.stats)
 
     @classmethod
     def from_env(cls) -> Bus:
@@ -126,11 +126,7 @@ class Bus:
         validate_pattern(pattern)
 
         def register(func: H) -> H:
-            self._check_open()
-            self._dispatcher.subscribe(pattern, func)
-            if self.transport.remote:
-                self.transport.watch(pattern)
-                self._ensure_started_soon()
+            self._subscribe(self._dispatcher, pattern, func)
             return func
 
         return register if handler is None else register(handler)
@@ -141,19 +137,22 @@ class Bus:
         For bridges that deliver their own local events (``compat.EventBus``).
         """
         validate_pattern(pattern)
-        self._check_open()
-        self._remote_only.subscribe(pattern, handler)
-        if self.transport.remote:
-            self.transport.watch(pattern)
-            self._ensure_started_soon()
+        self._subscribe(self._remote_only, pattern, handler)
         return handler
+
+    def _subscribe(self, dispatcher: LocalDispatcher, pattern: str, handler: Handler) -> None:
+        self._check_open()
+        dispatcher.subscribe(pattern, handler)
+        if self.transport.remote:
+            self.transport.subscribe(pattern)
+            self._runner.ensure_started_soon(self._start_failed)
 
     def unsubscribe(self, pattern: str, handler: Handler) -> bool:
         """Remove one subscription of ``handler`` on ``pattern``; False if there was none."""
         removed = self._dispatcher.unsubscribe(pattern, handler) or \
             self._remote_only.unsubscribe(pattern, handler)
         if removed and self.transport.remote:
-            self.transport.unwatch(pattern)
+            self.transport.unsubscribe(pattern)
         return removed
 
     # -- durable consumers -----------------------------------------------------------------
@@ -163,8 +162,8 @@ class Bus:
         pattern: str,
         *,
         group: str,
-        concurrency: int = 4,
-        max_deliveries: int = 5,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
         retry: RetryPolicy | None = None,
         guard: bool = False,
         start: str = "0",
@@ -172,9 +171,12 @@ class Bus:
         """Decorator: a durable handler in consumer group ``group`` (one per service).
 
         Return = ack; raise = retry with backoff, then dead letter after
-        ``max_deliveries`` (see :mod:`mozaiks_bus.durable.consumer` for the whole contract).
-        Without a broker the handler is a plain local subscriber (no retry, nothing
-        persisted), so the same code runs on a laptop with no Redis.
+        ``max_deliveries`` (see :mod:`mozaiks_bus.durable.consumer` for the whole
+        contract). ``guard=True`` skips ids the group already finished and makes
+        ``delivery.tx`` commit with the ack; ``start`` is the stream id a new group
+        starts at (``"0"``: everything still in the stream; ``"$"``: only new events).
+        Without durable streams (no broker) the handler is a plain local subscriber (no
+        retry, nothing persisted), so the same code runs on a laptop with no Redis.
         """
 
         def register(func: ConsumerHandler) -> ConsumerHandler:
@@ -190,8 +192,8 @@ class Bus:
                 self._dispatcher.subscribe(pattern, func)
                 return func
             self._durable.add(spec)
-            if self._started is not None:
-                self._soon(self._durable.start())
+            if self._runner.start_requested:
+                self._runner.soon(self._durable.start())
             return func
 
         return register
@@ -213,12 +215,8 @@ class Bus:
         attributes (``subject``, ``id``, ``correlationid``...) and the scope overrides
         ``fanout``/``durable``/``ui`` (True adds, False removes).
         """
-        event, scopes, payload = self._prepare(type, data, attrs)
-        self.stats.published(event.type)
+        event = self._emit(type, data, attrs)
         self._dispatcher.deliver(event)
-        if payload is not None:
-            self._ensure_started_soon()
-            self.transport.send_nowait(event, payload, scopes)
         return event
 
     def emit_remote(
@@ -228,11 +226,14 @@ class Bus:
 
         For bridges that deliver their own local events (``compat.EventBus``).
         """
+        return self._emit(type, data, attrs)
+
+    def _emit(self, type: str, data: Mapping[str, Any] | None, attrs: dict[str, Any]) -> Event:
         event, scopes, payload = self._prepare(type, data, attrs)
         self.stats.published(event.type)
         if payload is not None:
-            self._ensure_started_soon()
-            self.transport.send_nowait(event, payload, scopes)
+            self._runner.ensure_started_soon(self._start_failed)
+            self.transport.publish_nowait(event, payload, scopes)
         return event
 
     async def publish(
@@ -255,16 +256,8 @@ class Bus:
         attrs.update(subject=subject, durable=durable, fanout=fanout, ui=ui, id=id)
         event, scopes, payload = self._prepare(type, data, attrs)
         if payload is not None:
-            await self._ensure_started()
-            timeout = self.config.publish_timeout_s
-            try:
-                await asyncio.wait_for(
-                    self._on_bus_loop(self.transport.send(event, payload, scopes)), timeout
-                )
-            except TimeoutError:
-                raise PublishFailed(
-                    f"{event.type} {event.id} was not confirmed within {timeout}s"
-                ) from None
+            await self._confirmed(self.transport.publish(event, payload, scopes),
+                                  f"{event.type} {event.id}")
         self.stats.published(event.type)
         self._dispatcher.deliver(event)
         return event
@@ -282,18 +275,24 @@ class Bus:
         remote = [(event, scopes, payload) for event, scopes, payload in prepared
                   if payload is not None]
         if remote:
-            await self._ensure_started()
-            timeout = self.config.publish_timeout_s
-            try:
-                await asyncio.wait_for(
-                    self._on_bus_loop(self.transport.send_atomic(remote)), timeout
-                )
-            except TimeoutError:
-                raise PublishFailed(f"a batch of {len(events)} events was not confirmed "
-                                    f"within {timeout}s") from None
+            await self._confirmed(self.transport.publish_atomic(remote),
+                                  f"a batch of {len(events)} events")
         for event, _, _ in prepared:
             self.stats.published(event.type)
             self._dispatcher.deliver(event)
+
+    async def _confirmed(self, send: Coroutine[Any, Any, None], what: str) -> None:
+        """Run a transport send on the bus loop within ``publish_timeout_s``."""
+        try:
+            await self._runner.ensure_started()
+        except BaseException:
+            send.close()
+            raise
+        timeout = self.config.publish_timeout_s
+        try:
+            await asyncio.wait_for(self._runner.run(send), timeout)
+        except TimeoutError:
+            raise PublishFailed(f"{what} was not confirmed within {timeout}s") from None
 
     def _prepare(
         self, type: str, data: Mapping[str, Any] | None, attrs: dict[str, Any]
@@ -327,46 +326,49 @@ class Bus:
                                    value=event.subject) from None
         remote = _IS_REMOTE.get(scopes)
         if remote is None:
-            remote = _IS_REMOTE[scopes] = bool(scopes & _REMOTE)
-        payload = event.to_json() if remote else None
-        if not self.transport.remote:
-            payload = None
+            remote = _IS_REMOTE[scopes] = bool(scopes & Scope.REMOTE)
+        payload = event.to_json() if remote and self.transport.remote else None
         return event, scopes, payload
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything ``emit`` queued so far was handed to the broker (or
         dropped and counted); False if ``timeout`` ran out. Bulk producers call this
         every few hundred emits: it is their backpressure."""
-        if self._started is None:
+        if not self._runner.start_requested:
             return True
-        return await self._on_bus_loop(self.transport.flush(timeout))
+        return await self._runner.run(self.transport.flush(timeout))
 
     # -- life cycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
         """Bind to the running loop and connect the transport (idempotent)."""
         self._check_open()
-        with self._lock:
-            if self._bound_loop is None or self._bound_loop.is_closed():
-                self._bound_loop = asyncio.get_running_loop()
-        await self._ensure_started()
+        self._runner.bind_running()
+        await self._runner.ensure_started()
+
+    async def _start_transport(self) -> None:
+        await self.transport.start(self._on_remote)
+        if self._durable is not None:
+            await self._durable.start()
+
+    @staticmethod
+    def _start_failed(exc: Exception) -> None:
+        logger.warning("transport did not start: %s", exc)  # retried on next use
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop taking work, drain local handlers and the transport (bounded), disconnect."""
         if self._closed:
             return
         self._closed = True
-        loop = self._bound_loop
-        if loop is not None and not loop.is_closed():
-            await self._on_bus_loop(self._dispatcher.drain(timeout))
-            await self._on_bus_loop(self._remote_only.drain(timeout))
-            if self._started is not None:
+        if self._runner.bound is not None:
+            run = self._runner.run
+            await run(self._dispatcher.drain(timeout))
+            await run(self._remote_only.drain(timeout))
+            if self._runner.start_requested:
                 if self._durable is not None:
-                    await self._on_bus_loop(self._durable.stop(timeout))
-                await self._on_bus_loop(self.transport.stop())
-        if self._loop_thread is not None:
-            await asyncio.to_thread(self._loop_thread.stop)
-            self._loop_thread = None
+                    await run(self._durable.stop(timeout))
+                await run(self.transport.stop())
+        await self._runner.close()
 
     async def __aenter__(self) -> Bus:
         await self.start()
@@ -397,86 +399,12 @@ class Bus:
     def health(self) -> dict[str, object]:
         """Transport state plus whether the bus is started/closed."""
         state = dict(self.transport.health())
-        state.update(started=self._started is not None and self._started.done(),
-                     closed=self._closed)
+        state.update(started=self._runner.started, closed=self._closed)
         return state
-
-    # -- loop plumbing ------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
             raise BusClosed("the bus was stopped; create a new Bus to publish again")
-
-    def _loop(self) -> asyncio.AbstractEventLoop:
-        """The loop async handlers and the transport run on (bound lazily)."""
-        loop = self._bound_loop
-        if loop is not None and not loop.is_closed():
-            return loop
-        with self._lock:
-            loop = self._bound_loop
-            if loop is not None and not loop.is_closed():
-                return loop
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                if self._loop_thread is None or not self._loop_thread.alive:
-                    self._loop_thread = LoopThread()
-                loop = self._loop_thread.loop
-            self._bound_loop = loop
-            self._started = None
-            return loop
-
-    async def _on_bus_loop(self, coro: Coroutine[Any, Any, T]) -> T:
-        loop = self._loop()
-        if loop is asyncio.get_running_loop():
-            return await coro
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
-
-    async def _ensure_started(self) -> None:
-        loop = self._loop()
-        if loop is not asyncio.get_running_loop():
-            await self._on_bus_loop(self._ensure_started())
-            return
-        if self._started is None:
-            self._started = loop.create_future()
-            try:
-                await self.transport.start(self._on_remote)
-                if self._durable is not None:
-                    await self._durable.start()
-            except BaseException as exc:
-                started, self._started = self._started, None
-                started.set_exception(exc)
-                started.exception()  # mark retrieved; the caller gets it below
-                raise
-            self._started.set_result(None)
-            return
-        await asyncio.shield(self._started)
-
-    def _ensure_started_soon(self) -> None:
-        """Start the transport in the background if nobody did (never raises)."""
-        if self._started is not None and self._bound_loop is not None \
-                and not self._bound_loop.is_closed():
-            return
-        loop = self._loop()
-
-        async def _start() -> None:
-            try:
-                await self._ensure_started()
-            except Exception as exc:  # noqa: BLE001  # counted and retried by the transport
-                logger.warning("transport did not start: %s", exc)
-
-        self._soon(_start(), loop)
-
-    def _soon(self, coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop | None = None
-              ) -> None:
-        """Run ``coro`` on the bus loop without waiting for it (from any thread)."""
-        loop = loop or self._loop()
-        if running_loop() is loop:
-            task = loop.create_task(coro)
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-        else:
-            asyncio.run_coroutine_threadsafe(coro, loop)
 
     def _on_remote(self, event: Event) -> None:
         """Called by the transport for each event from another process."""

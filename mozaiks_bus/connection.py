@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, TypedDict, Unpack, cast
+from typing import Any, Protocol, TypedDict, Unpack, cast
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 import fakeredis
@@ -43,17 +43,21 @@ from redis.sentinel import Sentinel
 from mozaiks_bus.errors import BrokerUnavailable, ConfigError, MozaiksBusError, TransportError
 
 __all__ = [
+    "REDIS_ERRORS",
     "SCHEMES",
     "BrokerUrl",
     "ClientOptions",
+    "StreamClients",
     "create_async_client",
     "create_sync_client",
     "is_busygroup",
+    "is_group_vanished",
     "parse_broker_url",
     "ping",
     "redact_url",
     "redis_errors",
     "release_memory_server",
+    "text",
     "translate_redis_error",
 ]
 
@@ -65,6 +69,9 @@ _SECRET_QUERY_RE = re.compile(r"([?&][^=&#]*pass[^=&#]*=)([^&#]*)", re.IGNORECAS
 # (READONLY right after a failover), a cluster slot moving or down.
 _UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.ReadOnlyError, OSError)
 _UNAVAILABLE_REPLIES = (rexc.ClusterDownError, rexc.TryAgainError)
+REDIS_ERRORS: tuple[type[BaseException], ...] = (rexc.RedisError, OSError)
+"""What a Redis call can raise for Redis's (or the network's) reasons: the one tuple
+every ``except`` around a redis-py call names."""
 _Fail = Callable[[str], ConfigError]
 
 
@@ -318,13 +325,46 @@ async def redis_errors(action: str, url: str | None = None) -> AsyncIterator[Non
         yield
     except MozaiksBusError:
         raise
-    except (rexc.RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         raise translate_redis_error(exc, action=action, url=url) from exc
+
+
+class StreamClients(Protocol):
+    """The Redis clients of the durable scope, as a transport provides them.
+
+    Both are created lazily on the running loop and closed by :meth:`aclose`; the
+    blocking one is only for ``XREADGROUP ... BLOCK`` (its socket timeout outlasts the
+    block time), so a blocked read never delays a command."""
+
+    @property
+    def url(self) -> str:
+        """The broker URL (for error messages; may hold a password: redact it)."""
+
+    def command_client(self) -> aioredis.Redis:
+        """The client for ordinary commands."""
+
+    def blocking_client(self) -> aioredis.Redis:
+        """The client for blocking reads."""
+
+    async def aclose(self) -> None:
+        """Close both clients (they are created again on next use)."""
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply as ``str`` (the clients keep bytes, since payloads are bytes)."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def is_busygroup(exc: BaseException) -> bool:
     """True if ``exc`` is Redis's reply to creating a consumer group that exists."""
     return isinstance(exc, rexc.ResponseError) and str(exc).startswith("BUSYGROUP")
+
+
+def is_group_vanished(exc: BaseException) -> bool:
+    """True for NOGROUP, or Redis 7's reply to a blocked read whose stream was deleted."""
+    message = str(exc)
+    return isinstance(exc, rexc.ResponseError) and (
+        "NOGROUP" in message or message.startswith("UNBLOCKED"))
 
 
 async def ping(client: aioredis.Redis, *, url: str | None = None) -> float:

@@ -2,7 +2,9 @@
 
 Every error the package raises on purpose is a :class:`MozaiksBusError`, so callers
 catch one root. Errors from redis-py, httpx and pydantic are translated at the
-boundary where they occur; they never leak to callers.
+boundary where they occur; they never leak to callers. The classes defined outside
+this module are drawn with their module; ``tests/unit/test_public_surface.py`` walks
+every module and fails on an exception class that is missing here or not in the tree.
 
 ::
 
@@ -11,9 +13,16 @@ boundary where they occur; they never leak to callers.
     │                           that is not JSON-serialisable for a remote scope
     ├── ConfigError             a bad setting, TOML file or routing rule
     ├── BusClosed               the bus was stopped and takes no more work
-    └── TransportError          Redis (or another transport) could not do what was asked
-        ├── BrokerUnavailable   the server could not be reached or the link dropped
-        └── PublishFailed       a confirmed publish was not stored / sent
+    ├── TransportError          Redis (or another transport) could not do what was asked
+    │   ├── BrokerUnavailable   the server could not be reached or the link dropped
+    │   └── PublishFailed       a confirmed publish was not stored / sent
+    ├── SlowConsumer            (ui.stream) a WebSocket client stopped reading
+    ├── ApiError                (server.errors) an HTTP answer other than success
+    ├── ServeRefused            (server.serve) an unsafe bind: public without a token
+    ├── FormatError             (sinks.formats) an event cannot take a sink's format
+    ├── SkipDelivery            (sinks.formats) control flow: this sink skips the event
+    ├── SignatureError          (sinks.signing) a Standard Webhooks signature is bad
+    └── DemoFailed              (ops.demo) a step of the tour did not do what it said
 """
 
 from __future__ import annotations

@@ -71,9 +71,13 @@ from mozaiks_bus.errors import ConfigError, InvalidEvent
 from mozaiks_bus.event import validate_type
 from mozaiks_bus.patterns import validate_pattern
 
-__all__ = ["MAX_ID_LENGTH", "Keys"]
+__all__ = ["ENTRY_EVENT", "ENTRY_GROUP", "MAX_ID_LENGTH", "UI_FRAME_FIELD", "Keys"]
 
 MAX_ID_LENGTH = 256
+# Field names inside entries (not keys, but names in Redis all the same):
+ENTRY_EVENT = b"e"  # a durable stream entry: the CloudEvent JSON
+ENTRY_GROUP = b"g"  # a replayed entry: the only group that handles it
+UI_FRAME_FIELD = "f"  # a ui history entry: the frame JSON
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _GROUP_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SINK_RE = re.compile(r"[a-z0-9_-]{1,59}")
@@ -137,6 +141,10 @@ class Keys:
     def fanout_subscription(self, pattern: str) -> str:
         """The PSUBSCRIBE pattern for a subscription pattern (see mozaiks_bus.patterns)."""
         return f"{self.prefix}:fanout:{validate_pattern(pattern)}"
+
+    def fanout_type(self, channel: bytes) -> str:
+        """The event type a fan-out channel (as received, bytes) carries."""
+        return channel[len(self.prefix) + 8:].decode()  # len(":fanout:") == 8
 
     def stream_index(self) -> str:
         """A set of the event types that have a durable stream (no KEYS/SCAN needed)."""

@@ -1,4 +1,9 @@
-"""Retry timing: exponential backoff with full jitter, shared by consumers and sinks.
+"""Retry timing, for every loop that retries: deliveries and reconnects.
+
+:class:`RetryPolicy` times the retries of one delivery (consumers, sinks);
+:class:`Backoff` times a loop that reconnects or re-reads after Redis failed (sender,
+listener, consumer readers), reset by the next success.
+
 
 ``delay(attempt)`` for the attempt that just failed (1 = the first delivery) is a
 uniform random value in ``[0, min(max_s, base_s * 2 ** (attempt - 1))]`` ("full
@@ -9,12 +14,13 @@ lockstep). A server's ``Retry-After`` wins when it asks for longer, capped at
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass
 
 from mozaiks_bus.errors import ConfigError
 
-__all__ = ["RetryPolicy"]
+__all__ = ["Backoff", "RetryPolicy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,3 +49,34 @@ class RetryPolicy:
         if retry_after is not None and retry_after > chosen:
             chosen = min(retry_after, self.max_s * 2)
         return chosen
+
+
+class Backoff:
+    """Delays of a reconnect loop: doubling from ``min_s`` up to ``max_s``, each drawn
+    from its upper half (so many processes do not retry in lockstep, yet none retries
+    at once); :meth:`reset` after a success."""
+
+    __slots__ = ("_next", "max_s", "min_s")
+
+    def __init__(self, min_s: float = 0.05, max_s: float = 2.0) -> None:
+        if not 0 < min_s <= max_s:
+            raise ConfigError("backoff", "needs 0 < min_s <= max_s")
+        self.min_s = min_s
+        self.max_s = max_s
+        self._next = min_s
+
+    def next_delay(self) -> float:
+        """The delay before the next try; the one after it is twice as long (capped)."""
+        ceiling = self._next
+        self._next = min(ceiling * 2, self.max_s)
+        return ceiling * (0.5 + random.random() / 2)  # noqa: S311  # timing, not secrecy
+
+    def reset(self) -> None:
+        """Start again from ``min_s`` (call after a success)."""
+        self._next = self.min_s
+
+    async def sleep(self) -> float:
+        """Sleep for :meth:`next_delay`; returns how long."""
+        delay = self.next_delay()
+        await asyncio.sleep(delay)
+        return delay

@@ -28,7 +28,9 @@ api_error, module_metric              local                          high-volume
 ``*`` (anything else)                 local, fanout                  at most once, everywhere
 ====================================  =============================  ========================
 
-The ``ui`` scope only applies to an event with a ``subject`` (the chat id).
+The ``ui`` scope only applies to an event with a ``subject`` (the chat id). The fifth
+scope of the README, ``http``, is not a route: an HTTP sink is a consumer group on the
+durable scope (:mod:`mozaiks_bus.sinks`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,11 @@ from dataclasses import dataclass
 from mozaiks_bus.errors import ConfigError, InvalidEvent
 from mozaiks_bus.patterns import Pattern
 
-__all__ = ["DEFAULT_RULES", "Route", "RoutingTable", "Scope"]
+__all__ = ["DEFAULT_RULES", "RECONNECTED_EVENT", "Route", "RoutingTable", "Scope"]
+
+RECONNECTED_EVENT = "bus.fanout_reconnected"
+"""The bus's own local-only event: the fan-out link was re-established (pub/sub lost
+what was published meanwhile). Data: ``{"reconnects", "down_s"}``."""
 
 
 class Scope(enum.Flag):
@@ -50,6 +56,7 @@ class Scope(enum.Flag):
     FANOUT = enum.auto()
     DURABLE = enum.auto()
     UI = enum.auto()
+    REMOTE = FANOUT | DURABLE | UI  # every scope that leaves the process
 
     @classmethod
     def parse(cls, names: Iterable[str]) -> Scope:
@@ -79,7 +86,7 @@ class Route:
     @property
     def remote(self) -> bool:
         """Whether any scope beyond local applies."""
-        return bool(self.scopes & (Scope.FANOUT | Scope.DURABLE | Scope.UI))
+        return bool(self.scopes & Scope.REMOTE)
 
 
 _L, _F, _D, _U = Scope.LOCAL, Scope.FANOUT, Scope.DURABLE, Scope.UI

@@ -1,22 +1,37 @@
-"""Thread-safe counters for the bus, read as a plain dict snapshot."""
+"""Thread-safe counters for the bus, read as a plain dict snapshot.
+
+Every counter is declared in :data:`COUNTERS` with what it counts; counting an
+undeclared name raises ``KeyError`` at once, so a typo fails in the first test that
+reaches it instead of quietly starting a new counter.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
 
-__all__ = ["BusStats"]
+__all__ = ["COUNTERS", "BusStats"]
 
-_COUNTERS = (
-    "published",  # events accepted by emit()/publish()
-    "delivered",  # local handler calls that returned normally
-    "failed",  # local handler calls that raised
-    "dropped_local",  # async handler deliveries dropped by a full subscriber queue
-    "received_remote",  # events that arrived from other processes
-    "sent_remote",  # events the transport confirmed it sent or stored
-    "dropped_remote",  # emit() events the transport could not send (buffer full, broker down)
-    "reconnects",  # fan-out listener reconnects
-)
+COUNTERS: dict[str, str] = {
+    "published": "events accepted by emit()/publish()",
+    "delivered": "local handler calls that returned normally",
+    "failed": "local handler calls that raised",
+    "dropped_local": "async handler deliveries dropped by a full subscriber queue",
+    "received_remote": "events that arrived from other processes",
+    "sent_remote": "events the transport confirmed it sent or stored",
+    "dropped_remote": "emit() events the transport could not send (buffer full, broker down)",
+    "reconnects": "fan-out listener reconnects",
+    "consumed": "durable handler calls that returned normally",
+    "consume_failed": "durable handler calls that raised",
+    "acked": "durable entries acknowledged",
+    "retried": "durable deliveries scheduled for a retry",
+    "dead_lettered": "durable entries moved to a dead-letter stream",
+    "duplicates": "redeliveries of an id a guarded group had finished (acked, not handled)",
+    "reclaimed": "entries claimed from a dead consumer",
+    "groups_recreated": "consumer groups recreated after they vanished (Redis flushed?)",
+    "lost_pending": "pending entries trimmed or deleted before they were acked",
+    "lost_trimmed": "unread entries trimmed by the hard length cap",
+}
 
 
 class BusStats:
@@ -28,7 +43,9 @@ class BusStats:
         self._by_type: Counter[str] = Counter()
 
     def incr(self, name: str, amount: int = 1) -> None:
-        """Add ``amount`` to counter ``name``."""
+        """Add ``amount`` to counter ``name`` (a :data:`COUNTERS` key, else KeyError)."""
+        if name not in COUNTERS:
+            raise KeyError(f"undeclared stats counter {name!r}: declare it in stats.COUNTERS")
         with self._lock:
             self._counts[name] += amount
 
@@ -46,8 +63,7 @@ class BusStats:
     def snapshot(self) -> dict[str, object]:
         """Every counter (zeros included) plus ``by_type``."""
         with self._lock:
-            out: dict[str, object] = {name: self._counts[name] for name in _COUNTERS}
-            out.update({k: v for k, v in self._counts.items() if k not in out})
+            out: dict[str, object] = {name: self._counts[name] for name in COUNTERS}
             out["by_type"] = dict(self._by_type)
         return out
 

@@ -12,11 +12,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-import redis
 from rich.table import Table
 
 from mozaiks_bus.bus import Bus
-from mozaiks_bus.cli.ops import command_settings, console, run_command, with_bus
+from mozaiks_bus.cli._common import command_settings, console, run_command, with_bus
 from mozaiks_bus.errors import MozaiksBusError
 from mozaiks_bus.settings import BusSettings
 
@@ -32,17 +31,13 @@ def dlq_group() -> None:
 
 def _with_sinks(settings: BusSettings, work: Callable[[Any], T]) -> T:
     """Run ``work(sync_client)`` against the broker (the sink admin API is sync)."""
-    from mozaiks_bus.connection import create_sync_client  # noqa: PLC0415
+    from mozaiks_bus.sinks import admin_client  # noqa: PLC0415  # RQ is imported only when asked
 
-    if not settings.broker_url:
-        raise click.ClickException("MOZAIKS_BROKER_URL is not set")
-    client = create_sync_client(settings.broker_url)
     try:
-        return work(client)
-    except (MozaiksBusError, redis.exceptions.RedisError) as exc:
+        with admin_client(settings, "sink dead letters") as client:
+            return work(client)
+    except MozaiksBusError as exc:
         raise click.ClickException(str(exc)) from None
-    finally:
-        client.close()
 
 
 @dlq_group.command("list")

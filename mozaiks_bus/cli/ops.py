@@ -15,48 +15,26 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import redis
-from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mozaiks_bus.bus import Bus
+from mozaiks_bus.cli._common import command_settings, console, fail, run_command, with_bus
 from mozaiks_bus.errors import MozaiksBusError
 from mozaiks_bus.event import Event
 from mozaiks_bus.ops.doctor import run_checks
 from mozaiks_bus.patterns import compile_pattern
 from mozaiks_bus.settings import BusSettings
 
-__all__ = ["command_settings", "console", "register", "run_command", "with_bus"]
+__all__ = ["COMMANDS"]
 
 T = TypeVar("T")
-console = Console()
-
-
-def command_settings(ctx: click.Context) -> BusSettings:
-    from mozaiks_bus.cli import load_cli_settings  # noqa: PLC0415  # the CLI module imports us
-
-    return load_cli_settings(ctx)
-
-
-def run_command(coro: Awaitable[T]) -> T:
-    try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
-    except MozaiksBusError as exc:
-        click.echo(f"mozaiks-bus: {exc}", err=True)
-        sys.exit(1)
-
-
-async def with_bus(settings: BusSettings, work: Callable[[Bus], Awaitable[T]]) -> T:
-    bus = Bus(config=settings)
-    async with bus:
-        return await work(bus)
 
 
 @click.command("publish")
@@ -187,17 +165,13 @@ def _sink_report(settings: BusSettings) -> list[dict[str, Any]]:
     """Sink states (circuit, RQ queue, dead letters) from Redis."""
     if not settings.sinks or not settings.broker_url:
         return []
-    from mozaiks_bus.connection import create_sync_client  # noqa: PLC0415
-    from mozaiks_bus.sinks import sink_states  # noqa: PLC0415
+    from mozaiks_bus.sinks import admin_client, sink_states  # noqa: PLC0415  # RQ: when asked
 
-    client = create_sync_client(settings.broker_url)
     try:
-        return [state.to_dict() for state in sink_states(client, settings)]
-    except redis.exceptions.RedisError as exc:
-        click.echo(f"mozaiks-bus: {exc}", err=True)
-        sys.exit(1)
-    finally:
-        client.close()
+        with admin_client(settings) as client:
+            return [state.to_dict() for state in sink_states(client, settings)]
+    except MozaiksBusError as exc:
+        fail(exc)
 
 
 @click.command("replay")
@@ -258,8 +232,7 @@ def up_command(ctx: click.Context, app: str | None, host: str, port: int, data_d
     try:
         status = run_up(settings, options, echo=lambda line: click.echo(line, err=True))
     except MozaiksBusError as exc:
-        click.echo(f"mozaiks-bus: {exc}", err=True)
-        ctx.exit(1)
+        fail(exc)
     ctx.exit(status)
 
 
@@ -308,11 +281,7 @@ def bench_command(names: tuple[str, ...], timeout: float) -> None:
         raise click.ClickException(f"failed: {', '.join(failed)}")
 
 
-def register(group: click.Group) -> None:
-    """Add the operator commands to the CLI group."""
-    from mozaiks_bus.cli.dlq import dlq_group  # noqa: PLC0415  # it imports this module's helpers
-
-    for command in (publish_command, tail_command, status_command, dlq_group,
-                    replay_command, doctor_command, up_command, bench_command,
-                    demo_command):
-        group.add_command(command)
+COMMANDS: tuple[click.Command, ...] = (
+    publish_command, tail_command, status_command, replay_command, doctor_command,
+    up_command, bench_command, demo_command,
+)

@@ -21,30 +21,29 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from mozaiks_bus.connection import is_busygroup, redis_errors
+from mozaiks_bus.connection import is_busygroup, redis_errors, text
 from mozaiks_bus.errors import InvalidEvent, MozaiksBusError
 from mozaiks_bus.event import Event
-from mozaiks_bus.keys import Keys
+from mozaiks_bus.keys import ENTRY_EVENT, ENTRY_GROUP, Keys
 
 __all__ = [
     "DeadLetter",
     "GroupInfo",
     "StreamInfo",
     "StreamInspector",
+    "dead_letter_fields",
     "decode_entry",
     "ensure_group",
     "id_for_time",
     "id_millis",
 ]
 
-FIELD_EVENT = b"e"
-FIELD_GROUP = b"g"
+_ERROR_MAX = 2000  # characters of a handler's error kept in a dead letter
 
 
 def id_millis(entry_id: bytes | str) -> int:
     """The millisecond timestamp part of a stream id."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return int(text.split("-", 1)[0])
+    return int(text(entry_id).split("-", 1)[0])
 
 
 def id_for_time(moment: datetime) -> str:
@@ -56,11 +55,21 @@ def id_for_time(moment: datetime) -> str:
 
 def decode_entry(fields: dict[bytes, bytes]) -> tuple[Event, str | None]:
     """The event of a stream entry and its replay target group (None: every group)."""
-    raw = fields.get(FIELD_EVENT)
+    raw = fields.get(ENTRY_EVENT)
     if raw is None:
         raise InvalidEvent("entry", "has no 'e' field (not written by mozaiks-bus)")
-    target = fields.get(FIELD_GROUP)
+    target = fields.get(ENTRY_GROUP)
     return Event.from_wire(raw), None if target is None else target.decode()
+
+
+def dead_letter_fields(event_json: bytes | str, *, error: str, group: str, deliveries: int,
+                       source_id: str, consumer: str) -> dict[Any, Any]:
+    """The fields of one dead-letter entry (read back by :class:`DeadLetter`)."""
+    return {
+        "e": event_json, "error": error[:_ERROR_MAX], "group": group,
+        "deliveries": deliveries, "dead_at": int(time.time() * 1000), "source_id": source_id,
+        "consumer": consumer,
+    }
 
 
 async def ensure_group(client: Redis, stream: str, group: str, *, start: str = "0") -> bool:
@@ -142,7 +151,7 @@ class StreamInspector:
         """Event types with a durable stream, sorted."""
         async with redis_errors("list streams"):
             members = await self.client.smembers(self.keys.stream_index())
-        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+        return sorted(text(m) for m in members)
 
     async def stream(self, type_name: str) -> StreamInfo:
         """Length, bounds, groups (lag, pending, oldest pending age) and dead letters."""
@@ -157,23 +166,23 @@ class StreamInspector:
         first, last = info.get("first-entry"), info.get("last-entry")
         return StreamInfo(
             type=type_name, key=key, length=int(info["length"]),
-            first_id=_text(first[0]) if first else None,
-            last_id=_text(last[0]) if last else None,
+            first_id=text(first[0]) if first else None,
+            last_id=text(last[0]) if last else None,
             entries_added=int(info.get("entries-added", info["length"])),
             groups=tuple(groups), dead_letters=int(dead),
         )
 
     async def _group(self, key: str, raw: dict[str, Any]) -> GroupInfo:
-        name = _text(raw["name"])
+        name = text(raw["name"])
         summary = await self.client.xpending(key, name)
         oldest = summary.get("min") if summary and summary.get("pending") else None
         age = None if oldest is None else max(0.0, time.time() - id_millis(oldest) / 1000)
         lag = raw.get("lag")
         return GroupInfo(
             name=name, consumers=int(raw["consumers"]), pending=int(raw["pending"]),
-            last_delivered_id=_text(raw["last-delivered-id"]),
+            last_delivered_id=text(raw["last-delivered-id"]),
             lag=None if lag is None else int(lag),
-            oldest_pending_id=None if oldest is None else _text(oldest),
+            oldest_pending_id=None if oldest is None else text(oldest),
             oldest_pending_age_s=None if age is None else round(age, 3),
         )
 
@@ -218,10 +227,10 @@ class StreamInspector:
         async with redis_errors("replay dead letter"):
             pipe = self.client.pipeline(transaction=True)
             pipe.xadd(self.keys.stream(type_name),
-                      {FIELD_EVENT: event_json, FIELD_GROUP: letter.group})
+                      {ENTRY_EVENT: event_json, ENTRY_GROUP: letter.group})
             pipe.xdel(self.keys.dead_letter_stream(type_name), entry_id)
             new_id, _ = await pipe.execute()
-        return _text(new_id)
+        return text(new_id)
 
     async def delete_dead_letter(self, type_name: str, entry_id: str) -> bool:
         """Delete one dead letter; False if it was not there."""
@@ -266,15 +275,11 @@ def _previous_id(entry_id: str) -> str:
 
 def _dead_letter(type_name: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> DeadLetter:
     return DeadLetter(
-        id=_text(entry_id), type=type_name,
+        id=text(entry_id), type=type_name,
         event=json.loads(fields.get(b"e", b"{}")),
-        error=_text(fields.get(b"error", b"")), group=_text(fields.get(b"group", b"")),
+        error=text(fields.get(b"error", b"")), group=text(fields.get(b"group", b"")),
         deliveries=int(fields.get(b"deliveries", b"0")),
         dead_at_ms=int(fields.get(b"dead_at", b"0")),
-        source_id=_text(fields.get(b"source_id", b"")),
-        consumer=_text(fields.get(b"consumer", b"")),
+        source_id=text(fields.get(b"source_id", b"")),
+        consumer=text(fields.get(b"consumer", b"")),
     )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

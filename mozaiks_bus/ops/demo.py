@@ -36,6 +36,7 @@ from typing import Any
 
 from mozaiks_bus.bus import Bus
 from mozaiks_bus.connection import create_sync_client
+from mozaiks_bus.errors import MozaiksBusError
 from mozaiks_bus.event import Event
 from mozaiks_bus.ops.redis_server import EmbeddedRedis, free_loopback_port, start_embedded_redis
 from mozaiks_bus.settings import BusSettings, load_settings
@@ -46,7 +47,7 @@ Echo = Callable[[str], None]
 STEP_TIMEOUT_S = 45.0
 
 
-class DemoFailed(RuntimeError):
+class DemoFailed(MozaiksBusError, RuntimeError):
     """A step did not do what it said it would."""
 
 

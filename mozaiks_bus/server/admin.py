@@ -19,10 +19,8 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-import redis
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from mozaiks_bus.connection import create_sync_client
 from mozaiks_bus.errors import InvalidEvent, TransportError
 from mozaiks_bus.event import validate_type
 from mozaiks_bus.server.errors import ApiError, invalid
@@ -134,7 +132,7 @@ async def list_sinks(request: Request) -> SinksOut:
     state = _admin(request)
     try:
         sinks = await asyncio.to_thread(_sink_states, state)
-    except (redis.RedisError, OSError, TransportError) as exc:
+    except TransportError as exc:
         raise unavailable(state, f"Redis cannot be read now: {type(exc).__name__}") from None
     return SinksOut(sinks=sinks)
 
@@ -143,10 +141,7 @@ def _sink_states(state: ServerState) -> list[dict[str, Any]]:
     settings = state.settings
     if not settings.sinks or settings.broker_url is None:
         return []
-    from mozaiks_bus.sinks import sink_states  # noqa: PLC0415  # RQ is imported only when asked
+    from mozaiks_bus.sinks import admin_client, sink_states  # noqa: PLC0415  # RQ: when asked
 
-    client = create_sync_client(settings.broker_url)
-    try:
+    with admin_client(settings) as client:
         return [sink.to_dict() for sink in sink_states(client, settings)]
-    finally:
-        client.close()

@@ -26,15 +26,15 @@ from mozaiks_bus.bus import Bus
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
+from mozaiks_bus.routing import RECONNECTED_EVENT
 from mozaiks_bus.server import admin, events, health, input, websocket
 from mozaiks_bus.server.auth import Authenticator, install_secret_filter
 from mozaiks_bus.server.dedupe import DedupeClaims
 from mozaiks_bus.server.errors import install_error_handlers
 from mozaiks_bus.server.limits import BodyLimit
 from mozaiks_bus.server.metrics import HttpMetrics, ServerMetrics
-from mozaiks_bus.server.state import ServerState
+from mozaiks_bus.server.state import ServerState, redis_client
 from mozaiks_bus.settings import BusSettings, load_settings
-from mozaiks_bus.transports.redis import RECONNECTED_EVENT
 
 __all__ = ["create_app"]
 
@@ -76,7 +76,7 @@ def create_app(bus: Bus | None = None, settings: BusSettings | None = None) -> F
         the_bus = bus if bus is not None else Bus(config=settings)
         await the_bus.start()
         the_bus.subscribe_remote(RECONNECTED_EVENT, _noop)
-        dedupe = DedupeClaims(the_bus.streams.client, Keys(settings.prefix),
+        dedupe = DedupeClaims(redis_client(the_bus), Keys(settings.prefix),
                               window_s=settings.api_dedupe_window_s,
                               pending_s=_pending_s(settings))
         app.state.mozaiks = ServerState(the_bus, settings, auth, metrics, dedupe,

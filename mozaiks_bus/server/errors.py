@@ -14,12 +14,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mozaiks_bus.errors import InvalidEvent
+from mozaiks_bus.errors import InvalidEvent, MozaiksBusError
 
 __all__ = ["ApiError", "error_body", "install_error_handlers", "invalid"]
 
 
-class ApiError(Exception):
+class ApiError(MozaiksBusError):
     """An answer other than success: raised anywhere in a handler, rendered as JSON."""
 
     def __init__(

@@ -42,7 +42,7 @@ async def readyz(request: Request) -> JSONResponse:
     state = get_state(request)
     checks: dict[str, Any] = {}
     try:
-        rtt = await asyncio.wait_for(ping(state.bus.streams.client), READY_PING_TIMEOUT_S)
+        rtt = await asyncio.wait_for(ping(state.redis), READY_PING_TIMEOUT_S)
         checks["redis"] = {"ok": True, "rtt_ms": round(rtt * 1000, 3)}
     except (MozaiksBusError, TimeoutError) as exc:
         checks["redis"] = {"ok": False, "error": str(exc) or "PING timed out"}

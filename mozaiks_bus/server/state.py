@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
 from mozaiks_bus.bus import Bus
+from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.server.auth import Authenticator
 from mozaiks_bus.server.dedupe import DedupeClaims
 from mozaiks_bus.server.metrics import ServerMetrics
 from mozaiks_bus.settings import BusSettings
 
-__all__ = ["ServerState", "get_state"]
+__all__ = ["ServerState", "get_state", "redis_client"]
 
 
 @dataclass
@@ -25,6 +27,19 @@ class ServerState:
     metrics: ServerMetrics
     dedupe: DedupeClaims
     owns_bus: bool = field(default=True)
+
+    @property
+    def redis(self) -> Redis:
+        """The Redis command client of the bus's durable scope (dedupe, readiness)."""
+        return redis_client(self.bus)
+
+
+def redis_client(bus: Bus) -> Redis:
+    """The command client the transport offers for durable streams; the API needs one."""
+    streams = bus.transport.streams
+    if streams is None:
+        raise ConfigError("broker_url", "the HTTP API needs a broker with durable streams")
+    return streams.command_client()
 
 
 def get_state(conn: HTTPConnection) -> ServerState:

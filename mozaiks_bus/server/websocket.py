@@ -60,10 +60,6 @@ _SCHEMA = "SCHEMA_VALIDATION_FAILED"
 _KNOWN = ("user.input.submit", "ui_tool_response", "client.resume", "pong")
 
 
-class _SlowClient(Exception):
-    """A send did not complete within api_ws_send_timeout_s."""
-
-
 def _envelope(type_name: str, data: dict[str, Any]) -> str:
     return json.dumps({"type": type_name, "data": data,
                        "timestamp": format_time(datetime.now(UTC))}, separators=(",", ":"))
@@ -156,7 +152,7 @@ class ChatSocket:
         """Run a part of the connection; whatever ends it ends the connection."""
         try:
             await coro
-        except (SlowConsumer, _SlowClient):
+        except SlowConsumer:
             self.state.metrics.ws_slow_closes += 1
             self._finish((1008, "slow consumer: the client stopped reading"))
         except TransportError as exc:
@@ -199,7 +195,8 @@ class ChatSocket:
         try:
             await asyncio.wait_for(locked(), self.state.settings.api_ws_send_timeout_s)
         except TimeoutError:
-            raise _SlowClient from None
+            raise SlowConsumer(f"a send to chat {self.chat_id} did not complete within "
+                               f"{self.state.settings.api_ws_send_timeout_s}s") from None
 
     async def _heartbeat(self) -> None:
         interval = self.state.settings.api_ws_heartbeat_s

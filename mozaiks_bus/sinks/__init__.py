@@ -12,10 +12,12 @@ The pieces (each module's docstring states its contract):
 * :mod:`.state`, :mod:`.dead_letters` - the admin API (state, dead letters, replay);
 * :mod:`.worker` - the service ``mozaiks-bus worker`` runs.
 
-The admin functions take a sync redis-py client and the settings, e.g.
-``sink_states(create_sync_client(url), settings)``.
+The admin functions take a sync redis-py client and the settings; open it with
+:func:`~.admin.admin_client`, which translates Redis errors:
+``with admin_client(settings) as client: sink_states(client, settings)``.
 """
 
+from mozaiks_bus.sinks.admin import admin_client
 from mozaiks_bus.sinks.circuit import CircuitBreaker, CircuitState
 from mozaiks_bus.sinks.config import SinkSecrets, check_sinks, sink_secrets
 from mozaiks_bus.sinks.dead_letters import (
@@ -53,6 +55,7 @@ __all__ = [
     "SweepReport",
     "Verdict",
     "WorkerOptions",
+    "admin_client",
     "check_sinks",
     "classify_status",
     "dead_letter",

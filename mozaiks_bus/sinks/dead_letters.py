@@ -29,7 +29,8 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
-from mozaiks_bus.errors import ConfigError, MozaiksBusError
+from mozaiks_bus.connection import text
+from mozaiks_bus.errors import ConfigError, InvalidEvent, MozaiksBusError
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.settings import BusSettings, SinkConfig
@@ -81,7 +82,7 @@ def record_dead(pipe: Pipeline, keys: Keys, sink: str, *, job_id: str, event_jso
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return text(value) if isinstance(value, bytes | str) else str(value)
 
 
 def _decode(sink: str, entry_id: Any, fields: dict[Any, Any]) -> SinkDeadLetter:
@@ -115,10 +116,20 @@ def list_dead_letters(client: redis.Redis, settings: BusSettings, sink: str | No
     return found[:limit]
 
 
+def _entry_id(entry_id: str) -> str:
+    """``entry_id`` if it is a stream id (``<ms>-<seq>``); else InvalidEvent naming it."""
+    millis, dash, seq = entry_id.partition("-")
+    if not (millis.isdigit() and (not dash or seq.isdigit())):
+        raise InvalidEvent("id", "must be a dead-letter entry id like 1700000000000-0 "
+                           "(`mozaiks-bus dlq list --sink NAME` shows them)", value=entry_id)
+    return entry_id
+
+
 def dead_letter(client: redis.Redis, settings: BusSettings, sink: str,
                 entry_id: str) -> SinkDeadLetter | None:
     """One dead letter of ``sink`` by id, or None."""
     key = Keys(settings.prefix).sink_dead_letters(_sink(settings, sink).name)
+    _entry_id(entry_id)
     rows: Any = client.xrange(key, min=entry_id, max=entry_id)
     return _decode(sink, *rows[0]) if rows else None
 
@@ -149,7 +160,7 @@ def delete_dead_letter(client: redis.Redis, settings: BusSettings, sink: str,
                        entry_id: str) -> bool:
     """Delete one dead letter; False if it was not there."""
     key = Keys(settings.prefix).sink_dead_letters(_sink(settings, sink).name)
-    return bool(client.xdel(key, entry_id))
+    return bool(client.xdel(key, _entry_id(entry_id)))
 
 
 def purge_dead_letters(client: redis.Redis, settings: BusSettings, sink: str) -> int:

@@ -208,7 +208,7 @@ async def test_soft_retention_trims_only_what_every_group_acked(
         for n in range(50):
             await bus.publish("orders.created", {"n": n}, durable=True)
         await wait_for(lambda: len(fast_seen) == 50, 10, "the fast group")
-        keeper = RetentionKeeper(bus._durable.client, bus.config, bus.stats)  # type: ignore[union-attr]
+        keeper = RetentionKeeper(bus.streams.client, bus.config, bus.stats)
         removed = await keeper.check("orders.created")
         info = await bus.streams.stream("orders.created")
         stop_slow.set()
@@ -240,7 +240,7 @@ async def test_hard_cap_losses_are_detected_and_counted(
     async with bus:
         for n in range(300):  # MAXLEN ~ 10 trims whole macro nodes of 100 entries
             await bus.publish("orders.created", {"n": n}, durable=True)
-        keeper = RetentionKeeper(bus._durable.client, bus.config, bus.stats)  # type: ignore[union-attr]
+        keeper = RetentionKeeper(bus.streams.client, bus.config, bus.stats)
         await keeper.check("orders.created")
         gate.set()
     assert bus.stats.get("lost_trimmed") >= 100

@@ -328,6 +328,6 @@ async def test_one_unsendable_item_does_not_stop_the_sender(
     async with bus:
         transport: Any = bus.transport
         with pytest.raises(InvalidEvent):
-            await transport.send_ui("bad{chat}" * 100, '{"type":"x","data":{}}')
+            await transport.ui.append("bad{chat}" * 100, '{"type":"x","data":{}}')
         event = await bus.publish("settings_updated", {"user_id": "u", "plugin": "p"})
         assert event.type == "settings_updated"  # the sender is still alive

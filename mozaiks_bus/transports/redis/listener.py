@@ -15,25 +15,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from redis import exceptions as rexc
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from mozaiks_bus._loop import call_on_loop
-from mozaiks_bus.connection import create_async_client, redact_url
+from mozaiks_bus.connection import REDIS_ERRORS, create_async_client, redact_url, text
+from mozaiks_bus.retry import Backoff
 from mozaiks_bus.settings import BusSettings
 
 __all__ = ["PubSubListener"]
 
 logger = logging.getLogger("mozaiks_bus.transports.redis.listener")
-BACKOFF_MIN_S = 0.05
-BACKOFF_MAX_S = 2.0
 MessageCallback = Callable[[dict[str, Any]], None]
 
 
@@ -104,8 +101,8 @@ class PubSubListener:
         if pubsub is None or self.status != "receiving":
             return  # the (re)connect subscribes to the current set
         want_p, want_c = set(self.patterns), set(self.channels)
-        have_p = {_text(p) for p in pubsub.patterns}
-        have_c = {_text(c) for c in pubsub.channels}
+        have_p = {text(p) for p in pubsub.patterns}
+        have_c = {text(c) for c in pubsub.channels}
 
         async def apply() -> None:
             try:
@@ -118,7 +115,7 @@ class PubSubListener:
                 if have_c - want_c:
                     await pubsub.unsubscribe(*(have_c - want_c))
                     self.confirmed -= have_c - want_c
-            except (rexc.RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 logger.info("re-subscribing failed (%s); the listener will reconnect", exc)
 
         asyncio.get_running_loop().create_task(apply())
@@ -146,7 +143,7 @@ class PubSubListener:
         return bool(self.patterns or self.channels)
 
     async def _run(self) -> None:
-        backoff = BACKOFF_MIN_S
+        backoff = Backoff()
         while not self._stopping:
             if not self.subscribed:
                 self.status = "idle"
@@ -164,10 +161,9 @@ class PubSubListener:
                 self.status = "reconnecting"
                 logger.warning("pub/sub listener lost its link to %s: %s",
                                redact_url(self.url), exc)
-                await asyncio.sleep(backoff * (0.5 + random.random() / 2))  # noqa: S311
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                await backoff.sleep()
             else:
-                backoff = BACKOFF_MIN_S
+                backoff.reset()
 
     async def _listen_once(self) -> None:
         self.status = "reconnecting" if self._down_since is not None else "connecting"
@@ -226,7 +222,7 @@ class PubSubListener:
             if kind in ("pmessage", "message"):
                 on_message(message)
             elif kind in ("subscribe", "psubscribe"):
-                self._confirm(_text(message["channel"]))
+                self._confirm(text(message["channel"]))
             elif not self.subscribed:
                 return  # everything was unsubscribed: go idle
 
@@ -274,11 +270,7 @@ class PubSubListener:
         }
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 async def _close_quietly(pubsub: PubSub, client: Redis) -> None:
     for closer in (pubsub.aclose, client.aclose):
-        with contextlib.suppress(rexc.RedisError, OSError, TimeoutError):
+        with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
             await asyncio.wait_for(closer(), 1.0)

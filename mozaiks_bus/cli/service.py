@@ -1,0 +1,96 @@
+"""The service commands: ``config``, ``schema``, ``serve`` and ``worker``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mozaiks_bus.cli._common import EXIT_CONFIG, dump_json, fail, load_cli_settings
+from mozaiks_bus.errors import ConfigError
+
+__all__ = ["config_command", "schema_command", "serve_command", "worker_command"]
+
+
+@click.command("config")
+@click.pass_context
+def config_command(ctx: click.Context) -> None:
+    """Print the effective settings as JSON (passwords masked)."""
+    settings = load_cli_settings(ctx)
+    source = settings.config_file or "none (environment and defaults only)"
+    click.echo(f"config file: {source}", err=True)
+    click.echo(dump_json(settings.redacted_dump()))
+
+
+@click.command("schema")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+    default="-",
+    show_default=True,
+    help="Write the schema to this file ('-' for stdout).",
+)
+def schema_command(output: str) -> None:
+    """Print the JSON Schema of the event catalog."""
+    from mozaiks_bus.catalog import CATALOG  # noqa: PLC0415  (imported only when asked)
+
+    with click.open_file(output, "w", encoding="utf-8") as stream:
+        stream.write(dump_json(CATALOG.json_schema()) + "\n")
+
+
+@click.command("worker")
+@click.argument("app", required=False)
+@click.option("--processes", "-p", type=click.IntRange(min=1), default=2, show_default=True,
+              help="RQ worker processes (HTTP attempts run one at a time in each).")
+@click.pass_context
+def worker_command(ctx: click.Context, app: str | None, processes: int) -> None:
+    """Run the HTTP sink worker (dispatcher, RQ workers, scheduler) until SIGINT/SIGTERM.
+
+    APP (module:attribute of a Bus with consumers) runs alongside.
+    """
+    from mozaiks_bus.errors import MozaiksBusError  # noqa: PLC0415
+    from mozaiks_bus.sinks.worker import WorkerOptions, run_worker  # noqa: PLC0415
+
+    settings = load_cli_settings(ctx)
+    bus = None
+    if app is not None:
+        import importlib  # noqa: PLC0415
+        import sys  # noqa: PLC0415
+
+        from mozaiks_bus.bus import Bus  # noqa: PLC0415
+
+        if "" not in sys.path:  # APP is looked up from the working directory, as uvicorn does
+            sys.path.insert(0, "")
+        module_name, _, attribute = app.partition(":")
+        bus = getattr(importlib.import_module(module_name), attribute or "bus", None)
+        if not isinstance(bus, Bus):
+            raise click.BadParameter(f"{app} is not a mozaiks_bus.Bus", param_hint="APP")
+    try:
+        run_worker(settings, WorkerOptions(processes=processes), app=bus)
+    except ConfigError as exc:
+        fail(exc, EXIT_CONFIG)
+    except MozaiksBusError as exc:
+        fail(exc)
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes (each runs its own Bus).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.pass_context
+def serve_command(ctx: click.Context, host: str, port: int, workers: int,
+                  log_level: str) -> None:
+    """Run the HTTP and WebSocket API (uvicorn)."""
+    from mozaiks_bus.server.serve import ServeRefused, serve  # noqa: PLC0415  (heavy)
+
+    settings = load_cli_settings(ctx)
+    config_path: Path | None = ctx.find_root().params.get("config_path")
+    try:
+        serve(settings, host=host, port=port, workers=workers, log_level=log_level,
+              config_path=config_path, echo=lambda line: click.echo(line, err=True))
+    except (ConfigError, ServeRefused) as exc:
+        fail(exc, EXIT_CONFIG)

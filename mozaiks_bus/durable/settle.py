@@ -1,0 +1,135 @@
+"""Settling a delivery: ack, guarded ack (exactly-once effects), dead letter.
+
+* A plain ack is batched: the acks of one loop turn go out as one XACK per stream. The
+  entry stays held (heartbeats keep its claim) until its XACK is sent; if that fails the
+  entry stays pending and is redelivered: at least once.
+* An ack with effects (``delivery.tx``) commits them and the XACK in one MULTI.
+* A guarded ack (``guard=True``) also records the event id as processed, WATCHing the
+  processed set so that two copies of one id handled at once commit once.
+* A dead letter is written to the type's dead-letter stream and the source entry acked
+  in one MULTI (both keys share the type's hash tag).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis import exceptions as rexc
+from redis.asyncio import Redis
+
+from mozaiks_bus.connection import REDIS_ERRORS
+from mozaiks_bus.durable.streams import dead_letter_fields
+from mozaiks_bus.keys import ENTRY_EVENT, Keys
+from mozaiks_bus.stats import BusStats
+
+__all__ = ["Entry", "HeldEntries", "Settler"]
+
+logger = logging.getLogger("mozaiks_bus.durable.consumer")
+HeldEntries = dict[str, set[str]]  # stream key -> entry ids this consumer handles or retries
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stream entry as read: where it is and what it holds."""
+
+    type_name: str
+    key: str
+    sid: str
+    fields: dict[bytes, bytes] | None
+
+
+class Settler:
+    """Acks and dead letters of one group consumer."""
+
+    def __init__(self, client: Redis, keys: Keys, *, group: str, consumer: str,
+                 stats: BusStats, held: HeldEntries) -> None:
+        self._client = client
+        self._keys = keys
+        self._group = group
+        self._consumer = consumer
+        self._stats = stats
+        self._held = held
+        self._pending: dict[str, list[str]] = {}
+        self._flushing: asyncio.Task[None] | None = None
+
+    def ack_later(self, key: str, sid: str) -> None:
+        """Ack in this loop turn's batch; the entry is released once the XACK is sent."""
+        self._pending.setdefault(key, []).append(sid)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the acks of this loop turn gather
+        while self._pending:
+            batch, self._pending = self._pending, {}
+            for key, ids in batch.items():
+                try:
+                    await self._client.xack(key, self._group, *ids)
+                    self._stats.incr("acked", len(ids))
+                except REDIS_ERRORS as exc:
+                    logger.warning("acking %d entries of %s failed (%s): they will be "
+                                   "redelivered", len(ids), key, exc)
+                self._held.get(key, set()).difference_update(ids)
+
+    async def drain(self) -> None:
+        """Wait for the acks queued so far."""
+        if self._flushing is not None:
+            await asyncio.gather(self._flushing, return_exceptions=True)
+
+    async def ack_at_once(self, key: str, sid: str) -> None:
+        """One XACK now (an entry to skip: trimmed, targeted elsewhere, a duplicate)."""
+        await self._client.xack(key, self._group, sid)
+
+    async def ack(self, entry: Entry, event_id: str, commands: list[tuple[Any, Any]], *,
+                  guard: bool) -> None:
+        """Commit ``commands`` (a handler's ``delivery.tx``) with the ack, atomically."""
+        if guard:
+            await self._ack_guarded(entry, event_id, commands)
+        else:
+            pipe = self._client.pipeline(transaction=True)
+            for args, options in commands:
+                pipe.execute_command(*args, **options)
+            pipe.xack(entry.key, self._group, entry.sid)
+            await pipe.execute()
+        self._stats.incr("acked")
+
+    async def _ack_guarded(
+        self, entry: Entry, event_id: str, commands: list[tuple[Any, Any]]
+    ) -> None:
+        """Commit effects + processed mark + ack, unless the id was committed meanwhile
+        (a second copy of the same id handled concurrently): WATCH makes that check and
+        the commit one atomic step."""
+        processed = self._keys.processed_ids(self._group, entry.type_name)
+        async with self._client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(processed)
+                    if await pipe.zscore(processed, event_id) is not None:
+                        await pipe.unwatch()  # type: ignore[no-untyped-call]
+                        await self._client.xack(entry.key, self._group, entry.sid)
+                        self._stats.incr("duplicates")
+                        return
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    for args, options in commands:
+                        pipe.execute_command(*args, **options)
+                    pipe.zadd(processed, {event_id: time.time()})
+                    pipe.xack(entry.key, self._group, entry.sid)
+                    await pipe.execute()
+                    return
+                except rexc.WatchError:
+                    continue
+
+    async def dead_letter(self, entry: Entry, error: str, deliveries: int) -> None:
+        """Move ``entry`` to its type's dead-letter stream and ack it, in one MULTI."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.xadd(self._keys.dead_letter_stream(entry.type_name), dead_letter_fields(
+            (entry.fields or {}).get(ENTRY_EVENT, b""), error=error, group=self._group,
+            deliveries=deliveries, source_id=entry.sid, consumer=self._consumer,
+        ))
+        pipe.xack(entry.key, self._group, entry.sid)
+        await pipe.execute()
+        self._stats.incr("dead_lettered")

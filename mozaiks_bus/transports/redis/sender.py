@@ -1,0 +1,365 @@
+"""The batching sender of the Redis transport: every write the bus makes goes through it.
+
+* ``publish_nowait`` (behind ``Bus.emit``) appends to a bounded buffer and returns; when
+  the buffer is full the ``emit_drop_policy`` drops the oldest (or the newest) event.
+* ``confirm`` (behind ``await publish``, ``publish_atomic`` and ``bus.ui.send``) waits
+  for its own reply; confirmed items go first, and concurrent ones share a pipeline.
+* One task drains both into pipelines of at most :data:`MAX_BATCH` items: ``PUBLISH``
+  for fan-out, ``XADD`` (``MAXLEN ~ stream_hard_max_len``) plus the stream index for
+  durable, the ui script for ui, ``MULTI``/``EXEC`` around an atomic group.
+* In a batch Redis did not take, fan-out-only emitted events are dropped and counted
+  (``dropped_remote``), never resent: fan-out is at most once, and Redis may have
+  published them before the link failed. Emitted durable events go back to the front of
+  the buffer (at least once; the event id dedupes). Then the sender backs off (bounded)
+  and goes on with what is buffered, so new events flow again once Redis returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import fakeredis
+import hiredis
+from redis import exceptions as rexc
+from redis.asyncio import Redis
+
+from mozaiks_bus._loop import call_on_loop
+from mozaiks_bus.connection import REDIS_ERRORS, translate_redis_error
+from mozaiks_bus.event import Event
+from mozaiks_bus.frames import event_frame
+from mozaiks_bus.keys import ENTRY_EVENT, Keys
+from mozaiks_bus.retry import Backoff
+from mozaiks_bus.routing import Scope
+from mozaiks_bus.settings import BusSettings
+from mozaiks_bus.stats import BusStats
+from mozaiks_bus.transports.redis.ui import ui_append_command
+
+__all__ = ["MAX_BATCH", "Outgoing", "Sender"]
+
+logger = logging.getLogger("mozaiks_bus.redis")
+MAX_BATCH = 512
+INDEX_REFRESH_S = 30.0  # how often a type's membership in the stream index is re-sent
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """One item for the sender: an event, a bare UI frame, or an atomic group."""
+
+    event: Event | None
+    payload: str  # the CloudEvent JSON, or for a bare UI frame the frame JSON
+    scopes: Scope
+    future: asyncio.Future[Any] | None = None
+    chat_id: str | None = None  # set for a bare UI frame (bus.ui.send)
+    atomic: list[Outgoing] | None = None  # a group sent inside MULTI/EXEC
+
+
+class Sender:
+    """Turns buffered and confirmed items into pipelines on one held connection."""
+
+    def __init__(self, url: str, *, settings: BusSettings, stats: BusStats, keys: Keys,
+                 origin: str) -> None:
+        self.url = url
+        self.settings = settings
+        self.stats = stats
+        self.keys = keys
+        self._origin_text = f"{origin}|"
+        self._channels: dict[str, str] = {}
+        self._buffer: deque[Outgoing] = deque()
+        self._confirmed: deque[Outgoing] = deque()
+        self._lock = threading.Lock()
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: Redis | None = None
+        self._connection: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._idle = True
+        self._flush_waiters: list[asyncio.Future[None]] = []
+        self._indexed: dict[str, float] = {}  # type -> when its SADD to the index was sent
+
+    @property
+    def buffered(self) -> int:
+        """Emitted items not yet handed to Redis."""
+        return len(self._buffer)
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self, client: Redis) -> None:
+        """Start the sending task on the running loop, writing through ``client``."""
+        self._client = client
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="mozaiks-bus-sender")
+        if self._buffer or self._confirmed:
+            self._wake.set()
+
+    async def stop(self) -> None:
+        """Flush (bounded by the publish timeout), drop and count the rest, stop."""
+        await self.flush(self.settings.publish_timeout_s)
+        left = len(self._buffer)
+        if left:
+            self.stats.incr("dropped_remote", left)
+            logger.warning("stopping with %d unsent fan-out events: dropped", left)
+            self._buffer.clear()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        with self._lock:
+            pending, self._confirmed = list(self._confirmed), deque()
+        for item in pending:
+            if item.future is not None and not item.future.done():
+                item.future.set_exception(RuntimeError("the transport stopped"))
+        if self._connection is not None and self._client is not None:
+            await self._client.connection_pool.release(self._connection)
+        self._connection = None
+
+    # -- queueing -----------------------------------------------------------------------
+
+    def publish_nowait(self, item: Outgoing) -> None:
+        """Buffer ``item``; never blocks or raises (a full buffer drops, counted)."""
+        with self._lock:
+            if len(self._buffer) >= self.settings.emit_buffer_size:
+                self.stats.incr("dropped_remote")
+                if self.settings.emit_drop_policy == "drop_newest":
+                    return
+                self._buffer.popleft()
+            self._buffer.append(item)
+            wake = self._idle
+            self._idle = False
+        if wake:
+            call_on_loop(self._loop, self._wake_up)
+
+    async def confirm(self, item: Outgoing) -> Any:
+        """Send ``item`` in the next pipeline; returns its first reply, or raises."""
+        item.future = asyncio.get_running_loop().create_future()
+        with self._lock:
+            self._confirmed.append(item)
+            self._idle = False
+        self._wake_up()
+        return await item.future
+
+    async def send_frame(self, chat_id: str, frame: str) -> Any:
+        """Append a bare UI frame to ``chat_id``'s history and publish it (confirmed)."""
+        return await self.confirm(Outgoing(None, frame, Scope.UI, chat_id=chat_id))
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything buffered so far was handed to Redis (or dropped);
+        False if ``timeout`` ran out first."""
+        if self._loop is None or (self._idle and not self._buffer):
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flush_waiters.append(waiter)
+        self._wake_up()
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _wake_up(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _take_batch(self) -> list[Outgoing]:
+        with self._lock:
+            batch: list[Outgoing] = []
+            while self._confirmed and len(batch) < MAX_BATCH:
+                item = self._confirmed.popleft()
+                if item.future is not None and item.future.done():
+                    continue  # the caller gave up (timed out): do not store it late
+                batch.append(item)
+            while self._buffer and len(batch) < MAX_BATCH:
+                batch.append(self._buffer.popleft())
+            if not batch:
+                self._idle = True
+        if not batch:
+            waiters, self._flush_waiters = self._flush_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        return batch
+
+    # -- sending ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        backoff = Backoff()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while batch := self._take_batch():
+                try:
+                    ok = await self._send_batch(batch)
+                except Exception as exc:  # the sender must outlive any bug
+                    logger.exception("sender: unexpected error; the batch is failed")
+                    for item in batch:
+                        self._reject(item, exc)
+                    ok = False
+                if ok:
+                    backoff.reset()
+                else:
+                    await backoff.sleep()
+
+    async def _send_batch(self, batch: list[Outgoing]) -> bool:
+        commands: list[tuple[Any, ...]] = []
+        firsts: list[int] = []
+        kept: list[Outgoing] = []
+        for item in batch:
+            start = len(commands)
+            try:
+                self._add_commands(commands, item)
+            except Exception as exc:  # noqa: BLE001  # one bad item must not stop the sender
+                del commands[start:]
+                self._reject(item, exc)
+                continue
+            firsts.append(start)
+            kept.append(item)
+        if not kept:
+            return True
+        try:
+            replies = await self._execute(commands)
+        except REDIS_ERRORS as exc:
+            self._indexed.clear()  # Redis may have lost the index (restart without AOF)
+            error = translate_redis_error(exc, action="publish", url=self.url)
+            lost = self._requeue_durable(kept)
+            logger.warning("Redis did not take %d events (%d fan-out-only dropped): %s",
+                           len(kept), lost, error)
+            for item in kept:
+                if item.future is not None and not item.future.done():
+                    item.future.set_exception(error)
+            return False
+        self.stats.incr("sent_remote", len(kept))
+        for item, first in zip(kept, firsts, strict=True):
+            if item.future is not None and not item.future.done():
+                item.future.set_result(replies[first] if first < len(replies) else None)
+        return True
+
+    async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write and read every reply (raises on any error).
+
+        On a real Redis the commands are packed by hiredis (C) and written on one held
+        connection: redis-py's pipeline packs in Python, which was half the sender's
+        cost. memory:// (fakeredis) takes the ordinary pipeline."""
+        assert self._client is not None
+        if isinstance(self._client, fakeredis.FakeAsyncRedis):
+            return await _execute_pipelined(self._client, commands)
+        connection = self._connection
+        if connection is None:  # held by the sender for its life; reconnects by itself
+            pool = self._client.connection_pool
+            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+            self._connection = connection
+        try:
+            if not connection.is_connected:
+                # connect() (not send_packed_command's own reconnect) is what asks a
+                # Sentinel for the current primary after a failover.
+                await connection.connect()
+            await connection.send_packed_command(
+                b"".join(hiredis.pack_command(command) for command in commands),
+                check_health=False,
+            )
+            replies = []
+            for _ in commands:
+                reply = await connection.read_response()
+                _raise_if_error(reply)
+                replies.append(reply)
+        except BaseException:
+            await connection.disconnect()  # the reply stream is out of step now
+            raise
+        return replies
+
+    def _add_commands(self, commands: list[tuple[Any, ...]], item: Outgoing) -> None:
+        if item.atomic is not None:
+            commands.append(("MULTI",))
+            for member in item.atomic:
+                self._add_commands(commands, member)
+            commands.append(("EXEC",))
+            return
+        event = item.event
+        if event is None:  # a bare UI frame
+            commands.append(ui_append_command(self.keys, self.settings, item.chat_id or "",
+                                              item.payload))
+            return
+        type_name = event.type
+        if item.scopes & Scope.UI and event.subject:
+            commands.append(ui_append_command(self.keys, self.settings, event.subject,
+                                              event_frame(event)))
+        if item.scopes & Scope.DURABLE:
+            commands.append((
+                "XADD", self.keys.stream(type_name), "MAXLEN", "~",
+                self.settings.stream_hard_max_len, "*", ENTRY_EVENT, item.payload,
+            ))
+            now = time.monotonic()
+            if now - self._indexed.get(type_name, -INDEX_REFRESH_S) >= INDEX_REFRESH_S:
+                self._indexed[type_name] = now
+                commands.append(("SADD", self.keys.stream_index(), type_name))
+        if item.scopes & Scope.FANOUT:
+            channel = self._channels.get(type_name)
+            if channel is None:
+                channel = self._channels[type_name] = self.keys.fanout_channel(type_name)
+            commands.append(("PUBLISH", channel, self._origin_text + item.payload))
+
+    def _reject(self, item: Outgoing, exc: Exception) -> None:
+        """An item that cannot even be turned into commands: fail it, never retry it."""
+        logger.error("could not send %s: %s", item.event.id if item.event else "a ui frame",
+                     exc)
+        if item.future is not None and not item.future.done():
+            item.future.set_exception(exc)
+        else:
+            self.stats.incr("dropped_remote")
+
+    def _requeue_durable(self, batch: list[Outgoing]) -> int:
+        """After a failed batch: emitted durable events go back to the front of the
+        buffer; fan-out-only ones are dropped. Returns how many were dropped."""
+        dropped = 0
+        with self._lock:
+            for item in reversed(batch):
+                if item.future is not None:
+                    continue
+                if item.scopes & Scope.DURABLE and \
+                        len(self._buffer) < self.settings.emit_buffer_size:
+                    self._buffer.appendleft(item)
+                else:
+                    dropped += 1
+        if dropped:
+            self.stats.incr("dropped_remote", dropped)
+        return dropped
+
+
+def _raise_if_error(reply: Any) -> None:
+    if isinstance(reply, rexc.ResponseError):
+        raise reply
+    if isinstance(reply, list):  # an EXEC: any failed command fails the batch
+        for inner in reply:
+            if isinstance(inner, rexc.ResponseError):
+                raise inner
+
+
+async def _execute_pipelined(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """memory://: redis-py pipelines; MULTI ... EXEC runs as a transactional one."""
+    replies: list[Any] = []
+    index = 0
+    while index < len(commands):
+        if commands[index][0] == "MULTI":
+            end = commands.index(("EXEC",), index)
+            block = client.pipeline(transaction=True)
+            for command in commands[index + 1:end]:
+                block.execute_command(*command)
+            replies.append("OK")
+            replies.extend("QUEUED" for _ in commands[index + 1:end])
+            replies.append(list(await block.execute()))
+            index = end + 1
+            continue
+        plain = client.pipeline(transaction=False)
+        stop = index
+        while stop < len(commands) and commands[stop][0] != "MULTI":
+            plain.execute_command(*commands[stop])
+            stop += 1
+        replies.extend(await plain.execute())
+        index = stop
+    return replies
