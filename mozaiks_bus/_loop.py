@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import signal
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-__all__ = ["BusLoop", "LoopThread", "call_on_loop", "running_loop", "spawn"]
+__all__ = ["BusLoop", "LoopThread", "call_on_loop", "running_loop", "spawn", "until_signalled"]
 
 T = TypeVar("T")
 _LIVE: weakref.WeakSet[LoopThread] = weakref.WeakSet()
@@ -93,6 +94,19 @@ def call_on_loop(loop: asyncio.AbstractEventLoop | None, callback: Callable[[], 
         callback()
     else:
         loop.call_soon_threadsafe(callback)
+
+
+async def until_signalled(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> None:
+    """Return when the process gets one of ``signals`` (handlers removed after)."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in signals:
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
 
 
 def spawn(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any],

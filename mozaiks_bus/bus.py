@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
-from mozaiks_bus._loop import BusLoop
+from mozaiks_bus._loop import BusLoop, until_signalled
 from mozaiks_bus.catalog import CATALOG, Catalog
 from mozaiks_bus.durable import DurableRuntime
 from mozaiks_bus.durable.consumer import (
@@ -35,14 +34,15 @@ from mozaiks_bus.durable.consumer import (
     ConsumerSpec,
 )
 from mozaiks_bus.durable.streams import StreamInspector
-from mozaiks_bus.errors import BusClosed, ConfigError, InvalidEvent, PublishFailed
+from mozaiks_bus.errors import BusClosed, ConfigError, PublishFailed
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.local import Handler, LocalDispatcher
+from mozaiks_bus.outbound import Outbound, Prepared
 from mozaiks_bus.patterns import validate_pattern
 from mozaiks_bus.retry import RetryPolicy
-from mozaiks_bus.routing import RoutingTable, Scope
-from mozaiks_bus.settings import BusSettings, load_settings
+from mozaiks_bus.routing import RoutingTable
+from mozaiks_bus.settings import BusSettings, load_settings, settings_for
 from mozaiks_bus.stats import BusStats
 from mozaiks_bus.transports import Transport, create_transport
 from mozaiks_bus.ui import UiHub
@@ -52,7 +52,6 @@ __all__ = ["Bus"]
 logger = logging.getLogger("mozaiks_bus.bus")
 H = TypeVar("H", bound=Handler)
 T = TypeVar("T")
-_IS_REMOTE: dict[Scope, bool] = {}  # enum.Flag arithmetic is slow on the hot path
 
 
 class Bus:
@@ -73,19 +72,9 @@ class Bus:
         transport: Transport | None = None,
         catalog: Catalog | None = None,
     ) -> None:
-        overrides: dict[str, Any] = {}
-        if url is not None:
-            overrides["broker_url"] = url
-        if service is not None:
-            overrides["service"] = service
-        if config is None:
-            config = load_settings(**overrides)
-        elif overrides:
-            config = config.model_copy(update=overrides)
-        self.config = config
+        self.config = config = settings_for(config, broker_url=url, service=service)
         self.service = config.service
-        self.catalog = catalog or CATALOG
-        self.routing = RoutingTable([(rule.pattern, rule.scopes) for rule in config.routes])
+        keys = Keys(config.prefix)
         self.stats = BusStats()
         self._runner = BusLoop(self._start_transport)
         self._dispatcher, self._remote_only = (
@@ -98,7 +87,14 @@ class Bus:
             config.broker_url, settings=config, stats=self.stats,
         )
         self._closed = False
-        self.ui = UiHub(self.transport.ui, self._runner, keys=Keys(config.prefix),
+        self._outbound = Outbound(
+            catalog=catalog or CATALOG, keys=keys, source=config.service,
+            routing=RoutingTable([(rule.pattern, rule.scopes) for rule in config.routes]),
+            remote=self.transport.remote,
+        )
+        self.catalog = self._outbound.catalog
+        self.routing = self._outbound.routing
+        self.ui = UiHub(self.transport.ui, self._runner, keys=keys,
                         input_ttl_s=int(config.input_request_ttl_s))
         streams = self.transport.streams
         self._durable = None if streams is None else \
@@ -271,7 +267,7 @@ class Bus:
         Raises :class:`InvalidEvent` (nothing written) or a transport error.
         """
         self._check_open()
-        prepared = [self._route_event(event) for event in events]
+        prepared = [self._outbound.route(event) for event in events]
         remote = [(event, scopes, payload) for event, scopes, payload in prepared
                   if payload is not None]
         if remote:
@@ -296,39 +292,9 @@ class Bus:
 
     def _prepare(
         self, type: str, data: Mapping[str, Any] | None, attrs: dict[str, Any]
-    ) -> tuple[Event, Scope, str | None]:
+    ) -> Prepared:
         self._check_open()
-        fanout = attrs.pop("fanout", None)
-        durable = attrs.pop("durable", None)
-        ui = attrs.pop("ui", None)
-        event = Event.create(type, data, source=self.service, **attrs)
-        return self._route_event(event, fanout=fanout, durable=durable, ui=ui)
-
-    def _route_event(
-        self, event: Event, *, fanout: bool | None = None, durable: bool | None = None,
-        ui: bool | None = None,
-    ) -> tuple[Event, Scope, str | None]:
-        """Validate ``event`` against the catalog, route it, encode it if it leaves."""
-        self.catalog.validate(event.type, event.data)
-        scopes = self.routing.resolve(event.type, subject=event.subject, fanout=fanout,
-                                      durable=durable, ui=ui)
-        if self.catalog.is_local_only(event.type):
-            if fanout or durable or ui:
-                raise InvalidEvent("type", f"{event.type} is local-only: it carries live objects")
-            scopes = Scope.LOCAL
-        if scopes & Scope.UI and event.subject is not None:
-            # the subject names the chat's Redis keys; a bad one must fail here, not
-            # inside the transport's sender (where it would stop every later send)
-            try:
-                self.ui.keys.ui_channel(event.subject)
-            except InvalidEvent as exc:
-                raise InvalidEvent("subject", f"names the chat of a ui event: {exc.rule}",
-                                   value=event.subject) from None
-        remote = _IS_REMOTE.get(scopes)
-        if remote is None:
-            remote = _IS_REMOTE[scopes] = bool(scopes & Scope.REMOTE)
-        payload = event.to_json() if remote and self.transport.remote else None
-        return event, scopes, payload
+        return self._outbound.create(type, data, attrs)
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything ``emit`` queued so far was handed to the broker (or
@@ -380,15 +346,9 @@ class Bus:
     async def run(self) -> None:
         """Start, then run until SIGINT or SIGTERM, then stop (draining in-flight work)."""
         await self.start()
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stopping.set)
         try:
-            await stopping.wait()
+            await until_signalled()
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
             await self.stop()
 
     @property

@@ -40,6 +40,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from mozaiks_bus import names
 from mozaiks_bus.errors import BrokerUnavailable, ConfigError, MozaiksBusError, TransportError
 
 __all__ = [
@@ -63,8 +64,9 @@ __all__ = [
 
 SCHEMES = ("redis", "rediss", "unix", "memory", "redis+sentinel")
 _SCHEME_RULE = "must start with one of " + ", ".join(f"{s}://" for s in SCHEMES)
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{0,64}")
-_SECRET_QUERY_RE = re.compile(r"([?&][^=&#]*pass[^=&#]*=)([^&#]*)", re.IGNORECASE)
+# a query option whose name says it holds a secret: password, sentinel_password, token...
+_SECRET_QUERY_RE = re.compile(r"([?&][^=&#]*(?:pass|secret|token|key)[^=&#]*=)([^&#]*)",
+                              re.IGNORECASE)
 # "cannot serve now, try later": a lost link, a timeout, a loading or read-only replica
 # (READONLY right after a failover), a cluster slot moving or down.
 _UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.ReadOnlyError, OSError)
@@ -93,7 +95,9 @@ class BrokerUrl:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password (userinfo or ``?...pass...=``) replaced by ``***``."""
+    """``url`` with any password replaced by ``***``: the user info's password (a bare
+    user info too, since ``redis://secret@host`` is a password), and query values whose
+    name says secret (``pass``, ``secret``, ``token``, ``key``)."""
     head, sep, rest = url.partition("://")
     if not sep:
         head, rest = "", url
@@ -166,8 +170,8 @@ def _parse_unix(base: BrokerUrl, parts: SplitResult, db: int | None, fail: _Fail
 
 def _parse_memory(base: BrokerUrl, parts: SplitResult, db: int | None, fail: _Fail) -> BrokerUrl:
     name = parts.netloc
-    if "@" in name or parts.path not in ("", "/") or not _NAME_RE.fullmatch(name):
-        raise fail("memory:// takes only a name of A-Z a-z 0-9 _ . - (memory://name)")
+    if "@" in name or parts.path not in ("", "/") or not names.MEMORY_SERVER.matches(name):
+        raise fail(f"memory:// takes {names.MEMORY_SERVER.rule} (memory://name)")
     return replace(base, name=name)
 
 

@@ -63,10 +63,10 @@ no ``{``, ``}``, ``*``, ``?``, ``[`` or ``:`` in the name.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from mozaiks_bus import names
 from mozaiks_bus.errors import ConfigError, InvalidEvent
 from mozaiks_bus.event import validate_type
 from mozaiks_bus.patterns import validate_pattern
@@ -78,14 +78,11 @@ MAX_ID_LENGTH = 256
 ENTRY_EVENT = b"e"  # a durable stream entry: the CloudEvent JSON
 ENTRY_GROUP = b"g"  # a replayed entry: the only group that handles it
 UI_FRAME_FIELD = "f"  # a ui history entry: the frame JSON
-_PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_GROUP_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_SINK_RE = re.compile(r"[a-z0-9_-]{1,59}")
 
 
 def _sink(name: object) -> str:
-    if not isinstance(name, str) or _SINK_RE.fullmatch(name) is None:
-        raise ConfigError("sink", f"must be 1-59 characters of a-z 0-9 _ - (got {name!r})")
+    if not names.SINK.matches(name):
+        raise ConfigError("sink", f"must be {names.SINK.rule} (got {name!r})")
     return name
 
 
@@ -108,10 +105,8 @@ class Keys:
     prefix: str = "mozaiks"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.prefix, str) or _PREFIX_RE.fullmatch(self.prefix) is None:
-            raise ConfigError(
-                "prefix", f"must be 1-64 characters of A-Z a-z 0-9 _ - (got {self.prefix!r})"
-            )
+        if not names.PREFIX.matches(self.prefix):
+            raise ConfigError("prefix", f"must be {names.PREFIX.rule} (got {self.prefix!r})")
 
     def stream(self, type_name: str) -> str:
         """The durable stream of one event type."""
@@ -128,10 +123,8 @@ class Keys:
     @staticmethod
     def group(name: str) -> str:
         """A consumer-group name (not a key), returned once validated."""
-        if not isinstance(name, str) or _GROUP_RE.fullmatch(name) is None:
-            raise ConfigError(
-                "group", f"must be 1-64 characters of A-Z a-z 0-9 _ . - (got {name!r})"
-            )
+        if not names.GROUP.matches(name):
+            raise ConfigError("group", f"must be {names.GROUP.rule} (got {name!r})")
         return name
 
     def fanout_channel(self, type_name: str) -> str:

@@ -30,30 +30,33 @@ The models are frozen; derive a changed copy with ``model_copy(update=...)``.
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import tomllib
 from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, get_origin
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
-    BaseModel,
     Field,
     PrivateAttr,
     ValidationError,
     field_validator,
 )
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from mozaiks_bus import names
+from mozaiks_bus.connection import parse_broker_url, redact_url
 from mozaiks_bus.errors import ConfigError
-from mozaiks_bus.settings._toml_lines import find_line
+from mozaiks_bus.settings._errors import translate
+from mozaiks_bus.settings._sources import (
+    BROKER_URL_ENV,
+    CONFIG_ENV,
+    DEFAULT_CONFIG_FILE,
+    ENV_PREFIX,
+    STATE,
+    EnvSource,
+    LoadState,
+    TomlSource,
+)
 from mozaiks_bus.settings.api import (
     DEFAULT_API_DEDUPE_WINDOW_S,
     DEFAULT_API_MAX_BATCH,
@@ -65,15 +68,9 @@ from mozaiks_bus.settings.api import (
     DEFAULT_API_WS_SEND_TIMEOUT_S,
     ApiToken,
     check_origins,
-    check_unique_token_names,
 )
-from mozaiks_bus.settings.sinks import (
-    BUILTIN_SINK_FORMATS,
-    RouteRule,
-    RouteScope,
-    SinkConfig,
-    is_secret_name,
-)
+from mozaiks_bus.settings.routes import RouteRule, RouteScope
+from mozaiks_bus.settings.sinks import BUILTIN_SINK_FORMATS, SinkConfig, unique_names
 
 __all__ = [
     "BROKER_URL_ENV",
@@ -106,12 +103,8 @@ __all__ = [
     "SinkConfig",
     "load_settings",
     "redact_url",
+    "settings_for",
 ]
-
-BROKER_URL_ENV = "MOZAIKS_BROKER_URL"
-ENV_PREFIX = "MOZAIKS_BUS_"
-CONFIG_ENV = "MOZAIKS_BUS_CONFIG"
-DEFAULT_CONFIG_FILE = "mozaiks-bus.toml"
 
 DEFAULT_SERVICE = "mozaiks"
 DEFAULT_PREFIX = "mozaiks"
@@ -132,133 +125,7 @@ DEFAULT_UI_HISTORY_MAX_LEN = 1000
 DEFAULT_UI_HISTORY_TTL_S = 3600.0
 DEFAULT_INPUT_REQUEST_TTL_S = 3600.0
 
-BROKER_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "memory")
 
-
-_SERVICE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-
-def redact_url(url: str | None) -> str | None:
-    """``url`` with its password (and secret-looking query values) replaced by ``***``.
-
-    Errs on the side of masking: everything between the first ``:`` of the user info
-    and the last ``@`` before the query is hidden, even if not percent-encoded.
-    """
-    if not url:
-        return url
-    base, mark, query = url.partition("?")
-    scheme, sep, rest = base.partition("://")
-    if sep and "@" in rest:
-        userinfo, _, host = rest.rpartition("@")
-        if ":" in userinfo:
-            rest = f"{userinfo.partition(':')[0]}:***@{host}"
-        base = f"{scheme}{sep}{rest}"
-    if query:
-        query, hash_mark, fragment = query.partition("#")
-        pairs = parse_qsl(query, keep_blank_values=True)
-        masked = [(k, "***" if is_secret_name(k) else v) for k, v in pairs]
-        query = urlencode(masked, safe="*/:") + hash_mark + fragment
-    return base + mark + query
-
-
-# --------------------------------------------------------------------------- loading
-
-
-@dataclass
-class _LoadState:
-    """What one settings build read, so errors can name where a value came from."""
-
-    env: Mapping[str, str]
-    config_path: str | os.PathLike[str] | None
-    init_keys: frozenset[str] = frozenset()
-    env_vars: dict[str, str] = field(default_factory=dict)
-    file_path: Path | None = None
-    file_text: str = ""
-    file_keys: frozenset[str] = frozenset()
-
-
-_STATE: ContextVar[_LoadState | None] = ContextVar("mozaiks_bus_settings_load", default=None)
-
-
-def _current_state() -> _LoadState:
-    state = _STATE.get()
-    if state is None:  # built without BusSettings.__init__: read the real process
-        state = _LoadState(env=os.environ, config_path=None)
-    return state
-
-
-class _EnvSource(PydanticBaseSettingsSource):
-    """``MOZAIKS_BROKER_URL`` and ``MOZAIKS_BUS_<FIELD>``; list fields are JSON."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ does the work
-
-    def __call__(self) -> dict[str, Any]:
-        state = _current_state()
-        values: dict[str, Any] = {}
-        for name, info in self.settings_cls.model_fields.items():
-            var = BROKER_URL_ENV if name == "broker_url" else ENV_PREFIX + name.upper()
-            raw = state.env.get(var)
-            if not raw:
-                continue
-            state.env_vars[name] = var
-            if get_origin(info.annotation) in (list, dict):
-                try:
-                    values[name] = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(
-                        name,
-                        f"must be JSON ({exc.msg} at column {exc.colno})",
-                        source=f"env {var}",
-                    ) from None
-            else:
-                values[name] = raw
-        return values
-
-
-class _TomlSource(PydanticBaseSettingsSource):
-    """The TOML file named by ``config_path``, ``$MOZAIKS_BUS_CONFIG`` or the default."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ does the work
-
-    def __call__(self) -> dict[str, Any]:
-        state = _current_state()
-        path = _config_file(state)
-        if path is None:
-            return {}
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except OSError as exc:
-            raise ConfigError(
-                "config file", f"cannot read it: {exc.strerror or exc}", source=str(path)
-            ) from None
-        except UnicodeDecodeError:
-            raise ConfigError("config file", "is not UTF-8 text", source=str(path)) from None
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            message = str(exc)
-            match = re.search(r"at line (\d+)", message)
-            line = match.group(1) if match else str(text.count("\n") + 1)
-            raise ConfigError("config file", message, source=f"{path}:{line}") from None
-        state.file_path, state.file_text, state.file_keys = path, text, frozenset(data)
-        return data
-
-
-def _config_file(state: _LoadState) -> Path | None:
-    if state.config_path is not None:
-        path, origin = Path(state.config_path), "argument config_path"
-    elif state.env.get(CONFIG_ENV):
-        path, origin = Path(state.env[CONFIG_ENV]), f"env {CONFIG_ENV}"
-    else:
-        default = Path(DEFAULT_CONFIG_FILE)
-        return default if default.is_file() else None
-    if not path.is_file():
-        raise ConfigError("config file", f"{path} does not exist or is not a file", source=origin)
-    return path
 
 
 # --------------------------------------------------------------------------- settings
@@ -332,18 +199,18 @@ class BusSettings(BaseSettings):
         **values: Any,
     ) -> None:
         """Build from ``values`` > environment (``_env``, default ``os.environ``) > file."""
-        state = _LoadState(
+        state = LoadState(
             env=os.environ if _env is None else _env,
             config_path=_config_path,
             init_keys=frozenset(values),
         )
-        token = _STATE.set(state)
+        token = STATE.set(state)
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise _translate(exc, state) from None  # the original carries input values
+            raise translate(exc, state, type(self)) from None  # the original carries input values
         finally:
-            _STATE.reset(token)
+            STATE.reset(token)
         self._config_file = state.file_path
 
     @classmethod
@@ -356,61 +223,41 @@ class BusSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Keyword arguments, then the environment, then the TOML file."""
-        return init_settings, _EnvSource(settings_cls), _TomlSource(settings_cls)
+        return init_settings, EnvSource(settings_cls), TomlSource(settings_cls)
 
     @field_validator("broker_url")
     @classmethod
     def _check_broker_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            parts = urlsplit(value)
-            _ = parts.port
-        except ValueError:
-            raise ValueError("is not a valid URL (check the host and port)") from None
-        if parts.scheme not in BROKER_SCHEMES:
-            schemes = ", ".join(f"{scheme}://" for scheme in BROKER_SCHEMES)
-            raise ValueError(f"must be a URL with one of the schemes {schemes}")
+        if value is not None:
+            try:
+                parse_broker_url(value)  # the one rule for broker URLs
+            except ConfigError as exc:
+                raise ValueError(exc.reason) from None
         return value
 
     @field_validator("service")
     @classmethod
     def _check_service(cls, value: str) -> str:
-        if _SERVICE_RE.fullmatch(value) is None:
-            raise ValueError("must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        if not names.SERVICE.matches(value):
+            raise ValueError(f"must be {names.SERVICE.rule}")
         return value
 
     @field_validator("prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
-        if _PREFIX_RE.fullmatch(value) is None:
-            raise ValueError(
-                "must be 1-64 characters of A-Z a-z 0-9 _ - (it starts every Redis key, "
-                "so no '{', '}' or ':')"
-            )
+        if not names.PREFIX.matches(value):
+            raise ValueError(f"must be {names.PREFIX.rule} (it starts every Redis key, "
+                             "so no '{', '}' or ':')")
         return value
 
-    @field_validator("sinks")
-    @classmethod
-    def _unique_sink_names(cls, value: list[SinkConfig]) -> list[SinkConfig]:
-        seen: dict[str, int] = {}
-        for index, sink in enumerate(value):
-            if sink.name in seen:
-                raise PydanticCustomError(
-                    "duplicate_sink_name",
-                    "sink name '{name}' is already used by sinks.{first}; names must be unique",
-                    {"name": sink.name, "first": seen[sink.name], "index": index},
-                )
-            seen[sink.name] = index
-        return value
-
-    _check_api_tokens = field_validator("api_tokens")(check_unique_token_names)
+    _unique_sinks = field_validator("sinks")(unique_names)
+    _unique_api_tokens = field_validator("api_tokens")(unique_names)
     _check_api_origins = field_validator("api_allowed_origins")(check_origins)
 
     @property
     def redacted_broker_url(self) -> str | None:
         """``broker_url`` with its password masked, for logs and display."""
-        return redact_url(self.broker_url)
+        return None if self.broker_url is None else redact_url(self.broker_url)
 
     @property
     def config_file(self) -> Path | None:
@@ -442,50 +289,9 @@ def load_settings(
     return BusSettings(_env=env, _config_path=config_path, **overrides)
 
 
-# --------------------------------------------------------------------------- errors
-
-
-def _translate(exc: ValidationError, state: _LoadState) -> ConfigError:
-    problems: list[tuple[str, str, str | None]] = []
-    for error in exc.errors(include_url=False, include_input=False):
-        loc = tuple(error["loc"])
-        ctx = error.get("ctx") or {}
-        if error["type"] == "duplicate_sink_name":
-            loc = (*loc, ctx["index"], "name")
-        path = ".".join(str(part) for part in loc) or "settings"
-        problems.append((path, _reason(error["type"], error["msg"], loc), _source(loc, state)))
-    path, reason, source = problems[0]
-    if len(problems) > 1:
-        others = ", ".join(f"{p} [{s}]" if s else p for p, _, s in problems[1:6])
-        more = "" if len(problems) <= 6 else ", ..."
-        reason = f"{reason} (also invalid: {others}{more})"
-    return ConfigError(path, reason, source=source)
-
-
-def _reason(kind: str, message: str, loc: tuple[Any, ...]) -> str:
-    for noise in ("Value error, ", "Assertion failed, "):
-        message = message.removeprefix(noise)
-    if kind == "extra_forbidden":
-        key = str(loc[-1]) if loc else "?"
-        model: type[BaseModel] = BusSettings
-        if len(loc) > 1:
-            nested: dict[Any, type[BaseModel]] = {"sinks": SinkConfig, "api_tokens": ApiToken}
-            model = nested.get(loc[0], RouteRule)
-        message = "unknown key; allowed: " + ", ".join(model.model_fields)
-        if is_secret_name(key):
-            message += "; secrets never go in the config"
-            if f"{key}_env" in model.model_fields:
-                message += f": set {key}_env to the name of the environment variable holding it"
-    return message
-
-
-def _source(loc: tuple[Any, ...], state: _LoadState) -> str | None:
-    top = str(loc[0]) if loc else ""
-    if top in state.init_keys:
-        return "argument"
-    if top in state.env_vars:
-        return f"env {state.env_vars[top]}"
-    if top in state.file_keys and state.file_path is not None:
-        line = find_line(state.file_text, loc)
-        return f"{state.file_path}:{line}" if line else str(state.file_path)
-    return None
+def settings_for(config: BusSettings | None, **overrides: Any) -> BusSettings:
+    """``config`` (default: :func:`load_settings`) with the non-None ``overrides``."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    if config is None:
+        return load_settings(**given)
+    return config.model_copy(update=given) if given else config

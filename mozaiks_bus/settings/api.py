@@ -31,14 +31,13 @@ than this also counts as slow), ``api_ws_heartbeat_s`` (ping frames), and
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mozaiks_bus.errors import InvalidEvent
-from mozaiks_bus.patterns import PATTERN_RULE, validate_pattern
+from mozaiks_bus import names
+from mozaiks_bus.settings.routes import check_pattern
 from mozaiks_bus.settings.sinks import check_env_name
 
 __all__ = [
@@ -55,7 +54,6 @@ __all__ = [
     "ApiScope",
     "ApiToken",
     "check_origins",
-    "check_unique_token_names",
 ]
 
 ApiScope = Literal["publish", "admin", "ui"]
@@ -71,7 +69,6 @@ DEFAULT_API_WS_SEND_TIMEOUT_S = 10.0
 DEFAULT_API_WS_HEARTBEAT_S = 30.0
 DEFAULT_API_RETRY_AFTER_S = 1
 
-_TOKEN_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class ApiToken(BaseModel):
@@ -87,8 +84,8 @@ class ApiToken(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if _TOKEN_NAME_RE.fullmatch(value) is None:
-            raise ValueError("must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        if not names.TOKEN_NAME.matches(value):
+            raise ValueError(f"must be {names.TOKEN_NAME.rule}")
         return value
 
     @field_validator("token_env")
@@ -105,22 +102,7 @@ class ApiToken(BaseModel):
     @field_validator("publish_patterns")
     @classmethod
     def _check_patterns(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                validate_pattern(item)
-            except InvalidEvent:
-                raise ValueError(f"pattern {PATTERN_RULE}") from None
-        return value
-
-
-def check_unique_token_names(value: list[ApiToken]) -> list[ApiToken]:
-    """Token names must be unique (they label logs and metrics)."""
-    seen: set[str] = set()
-    for token in value:
-        if token.name in seen:
-            raise ValueError(f"token name '{token.name}' is used twice; names must be unique")
-        seen.add(token.name)
-    return value
+        return [check_pattern(item) for item in value]
 
 
 def check_origins(value: list[str]) -> list[str]:

@@ -1,6 +1,6 @@
-"""The routes and sinks of the configuration: ``[[routes]]`` and ``[[sinks]]``.
+"""The sinks of the configuration: ``[[sinks]]``.
 
-Fields of :class:`~mozaiks_bus.settings.BusSettings`, kept here so ``settings.py``
+Fields of :class:`~mozaiks_bus.settings.BusSettings`, kept here so the settings module
 stays about loading. Secrets never go in a file: a sink names the *environment
 variables* that hold them (``signing_secret_env``, ``auth_bearer_env``,
 ``api_key_env``), and headers that look like credentials are refused.
@@ -9,31 +9,28 @@ variables* that hold them (``signing_secret_env``, ``auth_bearer_env``,
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from mozaiks_bus.errors import InvalidEvent
-from mozaiks_bus.patterns import PATTERN_RULE, validate_pattern
+from mozaiks_bus import names
+from mozaiks_bus.settings.routes import check_pattern
 
 __all__ = [
     "BUILTIN_SINK_FORMATS",
-    "RouteRule",
-    "RouteScope",
     "SinkConfig",
     "check_env_name",
     "is_secret_name",
+    "unique_names",
 ]
 
 BUILTIN_SINK_FORMATS = ("cloudevents", "data")
-RouteScope = Literal["local", "fanout", "durable", "ui"]
 
 _SECRET_WORDS = ("secret", "token", "password", "key")
-_SINK_NAME_RE = re.compile(r"[a-z0-9_-]{1,59}")
 _OPTION_NAME_RE = re.compile(r"[a-z0-9_]{1,64}")
 _FORMAT_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
 _RESERVED_HEADERS = frozenset(
     {
@@ -54,47 +51,32 @@ def is_secret_name(name: str) -> bool:
     return any(word in lowered for word in _SECRET_WORDS)
 
 
-def _check_pattern(value: str) -> str:
-    try:
-        return validate_pattern(value)
-    except InvalidEvent:
-        raise ValueError(f"pattern {PATTERN_RULE}") from None
-
-
 def check_env_name(value: str | None, *, holds: str = "secret") -> str | None:
     """``value`` if it names an environment variable, else ValueError (the config names
     the variable that holds a ``holds``, never the ``holds`` itself)."""
-    if value is not None and _ENV_NAME_RE.fullmatch(value) is None:
-        raise ValueError(
-            "must be the name of an environment variable ([A-Za-z_][A-Za-z0-9_]*, at most "
-            f"128 characters), never the {holds} itself"
-        )
+    if value is not None and not names.ENV_VAR.matches(value):
+        raise ValueError(f"must be {names.ENV_VAR.rule}, at most 128 characters, never "
+                         f"the {holds} itself")
     return value
+
+
+def unique_names(items: list[Any]) -> list[Any]:
+    """``items`` (models with a ``name``) if no name repeats; the error names the index
+    of the repeat, so it points at ``<list>.<index>.name``."""
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if item.name in seen:
+            raise PydanticCustomError(
+                "duplicate_name",
+                "name '{name}' is already used by entry {first}; names must be unique",
+                {"name": item.name, "first": seen[item.name], "index": index},
+            )
+        seen[item.name] = index
+    return items
 
 
 def _check_env_name(value: str | None) -> str | None:
     return check_env_name(value)
-
-
-class RouteRule(BaseModel):
-    """One ``[[routes]]`` rule: events matching ``pattern`` take ``scopes``.
-
-    Configured rules are tried in order, before the built-in defaults; local delivery
-    always happens whatever ``scopes`` says. ``scopes`` needs at least one entry
-    (``["local"]`` for local only); duplicates are dropped.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    pattern: str
-    scopes: list[RouteScope] = Field(min_length=1)
-
-    _check_pattern = field_validator("pattern")(_check_pattern)
-
-    @field_validator("scopes")
-    @classmethod
-    def _dedupe(cls, value: list[RouteScope]) -> list[RouteScope]:
-        return list(dict.fromkeys(value))
 
 
 class SinkConfig(BaseModel):
@@ -138,10 +120,8 @@ class SinkConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if _SINK_NAME_RE.fullmatch(value) is None:
-            raise ValueError(
-                "must be 1-59 characters of a-z 0-9 _ - (the consumer group is sink.<name>)"
-            )
+        if not names.SINK.matches(value):
+            raise ValueError(f"must be {names.SINK.rule} (the consumer group is sink.<name>)")
         return value
 
     @field_validator("format_options")
@@ -177,7 +157,7 @@ class SinkConfig(BaseModel):
     @field_validator("patterns")
     @classmethod
     def _check_patterns(cls, value: list[str]) -> list[str]:
-        return [_check_pattern(item) for item in value]
+        return [check_pattern(item) for item in value]
 
     @field_validator("format")
     @classmethod

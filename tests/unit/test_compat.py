@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import mozaiks_bus.compat.runtime_bus as event_bus_module
 from mozaiks_bus import Bus, ConfigError, Event, compat
 from mozaiks_bus.compat import EventBus, NoOpBroker, attach_dispatcher, get_broker_adapter
 
@@ -126,7 +127,7 @@ async def test_async_callbacks_run_as_tasks_like_notifications_manager() -> None
 async def test_async_callbacks_are_retried_up_to_three_times(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(compat, "ASYNC_RETRY_DELAYS", (0.01, 0.02, 0.04))
+    monkeypatch.setattr(event_bus_module, "ASYNC_RETRY_DELAYS", (0.01, 0.02, 0.04))
     bus = EventBus()
     attempts: list[int] = []
     finished = asyncio.Event()

@@ -54,7 +54,7 @@ def test_api_settings_defaults_and_environment() -> None:
                       "publish_patterns": ["Bad Pattern"]}]},
      "api_tokens.0.publish_patterns", "pattern must match"),
     ({"api_tokens": [{"name": "a", "token_env": "X", "scopes": ["ui"]}] * 2},
-     "api_tokens", "used twice"),
+     "api_tokens.1.name", "already used by entry 0"),
     ({"api_allowed_origins": ["https://app.example/path"]}, "api_allowed_origins", "no path"),
     ({"api_max_json_depth": 1000}, "api_max_json_depth", "less than or equal to 64"),
     ({"api_max_body_bytes": 10}, "api_max_body_bytes", "greater than or equal to 1024"),

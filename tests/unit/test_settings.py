@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mozaiks_bus import connection
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.settings import (
     DEFAULT_EMIT_BUFFER_SIZE,
@@ -315,15 +316,23 @@ def test_password_masked_in_repr_and_dump() -> None:
         assert "redis.internal:6380" in text
 
 
-def test_redact_url() -> None:
-    assert redact_url(None) is None
-    assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
-    assert redact_url("redis://:pw@h:6379") == "redis://:***@h:6379"
-    assert (
-        redact_url("unix:///tmp/r.sock?password=pw&db=1") == "unix:///tmp/r.sock?password=***&db=1"
-    )
+def test_settings_redact_with_the_one_connection_rule() -> None:
+    # one rule for the package (connection.redact_url; its cases are in test_connection)
+    assert redact_url is connection.redact_url
     assert redact_url("redis://u:p/a@ss@h:1/0") == "redis://u:***@h:1/0"
-    assert redact_url("redis://user@h:1/0") == "redis://user@h:1/0"
+    assert redact_url("unix:///tmp/r.sock?password=pw&db=1") == \
+        "unix:///tmp/r.sock?password=***&db=1"
+    assert redact_url("redis://h?token=t0k&db=1") == "redis://h?token=***&db=1"
+    assert load_settings().redacted_broker_url is None
+
+
+@pytest.mark.parametrize("url", ["rediss+sentinel://h:26379/m", "redis://h:99999", "http://h"])
+def test_settings_reject_a_broker_url_the_connection_layer_rejects(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(broker_url=url)
+    assert caught.value.field == "broker_url"
+    with pytest.raises(ConfigError):
+        connection.parse_broker_url(url)
 
 
 def test_settings_are_frozen() -> None:

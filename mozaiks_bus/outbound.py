@@ -1,0 +1,74 @@
+"""What a publish call turns into before any transport sees it.
+
+:class:`Outbound` validates an event against the catalog, routes it (the table plus a
+call's overrides; a local-only type stays local), checks a ui event's subject names a
+valid chat, and encodes the wire JSON only when the event leaves the process. Every
+rejection is :class:`~mozaiks_bus.errors.InvalidEvent` naming the field, raised before
+anything is delivered or sent, with or without a broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from mozaiks_bus.catalog import Catalog
+from mozaiks_bus.errors import InvalidEvent
+from mozaiks_bus.event import Event
+from mozaiks_bus.keys import Keys
+from mozaiks_bus.routing import RoutingTable, Scope
+
+__all__ = ["Outbound", "Prepared"]
+
+_IS_REMOTE: dict[Scope, bool] = {}  # enum.Flag arithmetic is slow on the hot path
+
+
+class Prepared(NamedTuple):
+    """An event ready to deliver: its scopes, and its wire JSON if it leaves (else None)."""
+
+    event: Event
+    scopes: Scope
+    payload: str | None
+
+
+class Outbound:
+    """Validate, route and encode events for one bus."""
+
+    def __init__(self, *, catalog: Catalog, routing: RoutingTable, keys: Keys, source: str,
+                 remote: bool) -> None:
+        self.catalog = catalog
+        self.routing = routing
+        self._keys = keys
+        self._source = source
+        self._remote = remote
+
+    def create(self, type: str, data: Mapping[str, Any] | None, attrs: dict[str, Any]
+               ) -> Prepared:
+        """A new event from a publish call; ``attrs`` holds event attributes and the
+        scope overrides ``fanout``/``durable``/``ui`` (popped here)."""
+        overrides = {name: attrs.pop(name, None) for name in ("fanout", "durable", "ui")}
+        event = Event.create(type, data, source=self._source, **attrs)
+        return self.route(event, **overrides)
+
+    def route(self, event: Event, *, fanout: bool | None = None, durable: bool | None = None,
+              ui: bool | None = None) -> Prepared:
+        """Validate ``event`` against the catalog, route it, encode it if it leaves."""
+        self.catalog.validate(event.type, event.data)
+        scopes = self.routing.resolve(event.type, subject=event.subject, fanout=fanout,
+                                      durable=durable, ui=ui)
+        if self.catalog.is_local_only(event.type):
+            if fanout or durable or ui:
+                raise InvalidEvent("type", f"{event.type} is local-only: it carries live objects")
+            scopes = Scope.LOCAL
+        if scopes & Scope.UI and event.subject is not None:
+            # the subject names the chat's Redis keys; a bad one must fail here, not
+            # inside the transport's sender (where it would stop every later send)
+            try:
+                self._keys.ui_channel(event.subject)
+            except InvalidEvent as exc:
+                raise InvalidEvent("subject", f"names the chat of a ui event: {exc.rule}",
+                                   value=event.subject) from None
+        remote = _IS_REMOTE.get(scopes)
+        if remote is None:
+            remote = _IS_REMOTE[scopes] = bool(scopes & Scope.REMOTE)
+        return Prepared(event, scopes, event.to_json() if remote and self._remote else None)
