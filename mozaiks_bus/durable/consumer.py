@@ -33,13 +33,10 @@ This module reads and runs handlers; :mod:`.settle` acks and dead-letters,
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import heapq
 import inspect
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +48,7 @@ from redis.asyncio.client import Pipeline
 from mozaiks_bus.connection import REDIS_ERRORS, is_group_vanished, text
 from mozaiks_bus.durable._permits import Permits
 from mozaiks_bus.durable.janitor import Janitor
+from mozaiks_bus.durable.retries import RetryTimer
 from mozaiks_bus.durable.settle import Entry, HeldEntries, Settler
 from mozaiks_bus.durable.streams import decode_entry, ensure_group
 from mozaiks_bus.errors import InvalidEvent
@@ -163,8 +161,6 @@ class GroupConsumer:
         self._workers: list[asyncio.Task[None]] = []
         self._busy = 0
         self._held: HeldEntries = {}
-        self._retries: list[tuple[float, str, str, str]] = []  # (due, type, key, id)
-        self._retry_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._read_batch = max(1, spec.concurrency // 2)
@@ -173,6 +169,9 @@ class GroupConsumer:
         self._is_async = is_async_callable(spec.handler)
         self._settle = Settler(client, self.keys, group=spec.group, consumer=self.name,
                                stats=stats, held=self._held)
+        self._retries = RetryTimer(client, group=spec.group, consumer=self.name,
+                                   held=self._held, permits=self._permits,
+                                   delivery_count=self._delivery_count, run=self._spawn)
         self._janitor = Janitor(
             client, self.keys, settings, stats, group=spec.group, consumer=self.name,
             guard=spec.guard, held=self._held, permits=self._permits,
@@ -190,7 +189,7 @@ class GroupConsumer:
         await self._discover()
         self._tasks = [
             asyncio.create_task(self._janitor.run(), name=f"janitor:{self.spec.group}"),
-            asyncio.create_task(self._retry_loop(), name=f"retries:{self.spec.group}"),
+            asyncio.create_task(self._retries.run(), name=f"retries:{self.spec.group}"),
         ]
 
     async def stop(self, timeout: float) -> None:
@@ -279,14 +278,15 @@ class GroupConsumer:
     async def _start_handlers(
         self, type_name: str, key: str, entries: list[Any], *, fresh: bool
     ) -> None:
-        processed = await self._already_processed(type_name, entries)
+        processed = await self._settle.already_processed(type_name, entries) \
+            if self.spec.guard else [False] * len(entries)
         for (entry_id, fields), done in zip(entries, processed, strict=True):
             sid = text(entry_id)
             self._held.setdefault(key, set()).add(sid)
             deliveries = 1 if fresh else await self._delivery_count(key, sid)
-            self._spawn(Entry(type_name, key, sid, fields), deliveries, already_done=done)
+            self._spawn(Entry(type_name, key, sid, fields), deliveries, done)
 
-    def _spawn(self, entry: Entry, deliveries: int, *, already_done: bool = False) -> None:
+    def _spawn(self, entry: Entry, deliveries: int, already_done: bool = False) -> None:
         self._work.put_nowait((entry, deliveries, already_done))
 
     async def _worker(self) -> None:
@@ -299,19 +299,6 @@ class GroupConsumer:
             finally:
                 self._busy -= 1
                 self._work.task_done()
-
-    async def _already_processed(self, type_name: str, entries: list[Any]) -> list[bool]:
-        if not self.spec.guard or not entries:
-            return [False] * len(entries)
-        ids = []
-        for _, fields in entries:
-            try:
-                ids.append(decode_entry(fields)[0].id if fields else "")
-            except InvalidEvent:
-                ids.append("")
-        scores = await self._client.zmscore(self.keys.processed_ids(self.spec.group, type_name),
-                                            ids)
-        return [score is not None for score in scores]
 
     async def _delivery_count(self, key: str, sid: str) -> int:
         rows = await self._client.xpending_range(key, self.spec.group, sid, sid, 1)
@@ -394,39 +381,6 @@ class GroupConsumer:
         delay = self.spec.retry.delay(deliveries)
         logger.warning("%s failed %s %s (delivery %d, %s): retry in %.2fs",
                        name, entry.type_name, entry.sid, deliveries, error, delay)
-        heapq.heappush(self._retries, (time.monotonic() + delay, entry.type_name, entry.key,
-                                       entry.sid))
-        self._retry_wake.set()
+        self._retries.schedule(entry, delay)
         self.stats.incr("retried")
         return True
-
-    async def _retry_loop(self) -> None:
-        while True:
-            if not self._retries:
-                self._retry_wake.clear()
-                await self._retry_wake.wait()
-                continue
-            due, type_name, key, sid = self._retries[0]
-            wait = due - time.monotonic()
-            if wait > 0:
-                self._retry_wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._retry_wake.wait(), wait)
-                continue
-            heapq.heappop(self._retries)
-            await self._permits.take(1)
-            try:
-                claimed: Any = await self._client.xclaim(key, self.spec.group, self.name, 0,
-                                                         [sid])
-            except REDIS_ERRORS as exc:
-                self._permits.give()
-                logger.warning("retry of %s %s postponed: %s", key, sid, exc)
-                heapq.heappush(self._retries, (time.monotonic() + 1.0, type_name, key, sid))
-                continue
-            if not claimed or claimed[0][1] is None:
-                self._permits.give()
-                self._held.get(key, set()).discard(sid)
-                continue
-            deliveries = await self._delivery_count(key, sid)
-            self._spawn(Entry(type_name, key, sid, claimed[0][1]), deliveries)
-

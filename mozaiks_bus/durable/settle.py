@@ -22,7 +22,8 @@ from redis import exceptions as rexc
 from redis.asyncio import Redis
 
 from mozaiks_bus.connection import REDIS_ERRORS
-from mozaiks_bus.durable.streams import dead_letter_fields
+from mozaiks_bus.durable.streams import dead_letter_fields, decode_entry
+from mozaiks_bus.errors import InvalidEvent
 from mozaiks_bus.keys import ENTRY_EVENT, Keys
 from mozaiks_bus.stats import BusStats
 
@@ -79,6 +80,20 @@ class Settler:
         """Wait for the acks queued so far."""
         if self._flushing is not None:
             await asyncio.gather(self._flushing, return_exceptions=True)
+
+    async def already_processed(self, type_name: str, entries: list[Any]) -> list[bool]:
+        """For a guarded group: which of ``entries`` carry an id it already finished."""
+        if not entries:
+            return []
+        ids = []
+        for _, fields in entries:
+            try:
+                ids.append(decode_entry(fields)[0].id if fields else "")
+            except InvalidEvent:
+                ids.append("")
+        scores = await self._client.zmscore(self._keys.processed_ids(self._group, type_name),
+                                            ids)
+        return [score is not None for score in scores]
 
     async def ack_at_once(self, key: str, sid: str) -> None:
         """One XACK now (an entry to skip: trimmed, targeted elsewhere, a duplicate)."""

@@ -34,6 +34,14 @@ LAYERS: dict[str, int] = {
 }
 MAX_MODULE_LINES = 400
 MAX_CLASS_LINES = 250
+# Chosen otherwise, and why (README "Layout"):
+LONG_CLASSES = {
+    # The facade: one short method per public verb (~20), each with the docstring that
+    # states its contract (62 of its lines). Everything behind them lives elsewhere
+    # (BusLoop, Outbound, LocalDispatcher, DurableRuntime, UiHub, the transports);
+    # splitting the facade itself would scatter one API over several objects.
+    "mozaiks_bus.bus.Bus": 330,
+}
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -133,6 +141,7 @@ def test_no_module_or_class_is_too_long(module: str) -> None:
     long_classes = [
         (node.name, (node.end_lineno or node.lineno) - node.lineno + 1)
         for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ClassDef)
-        and (node.end_lineno or node.lineno) - node.lineno + 1 > MAX_CLASS_LINES
+        and (node.end_lineno or node.lineno) - node.lineno + 1
+        > LONG_CLASSES.get(f"{module}.{node.name}", MAX_CLASS_LINES)
     ]
     assert not long_classes, f"{module}: classes over {MAX_CLASS_LINES} lines: {long_classes}"

@@ -43,8 +43,9 @@ from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.stats import BusStats
 from mozaiks_bus.transports.base import RemoteDeliver
 from mozaiks_bus.transports.redis.clients import RedisStreamClients
+from mozaiks_bus.transports.redis.commands import Outgoing
 from mozaiks_bus.transports.redis.listener import PubSubListener
-from mozaiks_bus.transports.redis.sender import Outgoing, Sender
+from mozaiks_bus.transports.redis.sender import Sender
 from mozaiks_bus.transports.redis.ui import RedisUi
 
 __all__ = ["RedisTransport"]

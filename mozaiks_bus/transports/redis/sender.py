@@ -19,44 +19,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import fakeredis
 import hiredis
-from redis import exceptions as rexc
 from redis.asyncio import Redis
 
 from mozaiks_bus._loop import call_on_loop
 from mozaiks_bus.connection import REDIS_ERRORS, translate_redis_error
-from mozaiks_bus.event import Event
-from mozaiks_bus.frames import event_frame
-from mozaiks_bus.keys import ENTRY_EVENT, Keys
+from mozaiks_bus.keys import Keys
 from mozaiks_bus.retry import Backoff
 from mozaiks_bus.routing import Scope
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.stats import BusStats
-from mozaiks_bus.transports.redis.ui import ui_append_command
+from mozaiks_bus.transports.redis.commands import (
+    CommandBuilder,
+    Outgoing,
+    execute_pipelined,
+    raise_if_error,
+)
 
-__all__ = ["MAX_BATCH", "Outgoing", "Sender"]
+__all__ = ["MAX_BATCH", "Sender"]
 
 logger = logging.getLogger("mozaiks_bus.redis")
 MAX_BATCH = 512
-INDEX_REFRESH_S = 30.0  # how often a type's membership in the stream index is re-sent
-
-
-@dataclass(slots=True)
-class Outgoing:
-    """One item for the sender: an event, a bare UI frame, or an atomic group."""
-
-    event: Event | None
-    payload: str  # the CloudEvent JSON, or for a bare UI frame the frame JSON
-    scopes: Scope
-    future: asyncio.Future[Any] | None = None
-    chat_id: str | None = None  # set for a bare UI frame (bus.ui.send)
-    atomic: list[Outgoing] | None = None  # a group sent inside MULTI/EXEC
 
 
 class Sender:
@@ -68,8 +55,7 @@ class Sender:
         self.settings = settings
         self.stats = stats
         self.keys = keys
-        self._origin_text = f"{origin}|"
-        self._channels: dict[str, str] = {}
+        self._commands = CommandBuilder(keys, settings, origin)
         self._buffer: deque[Outgoing] = deque()
         self._confirmed: deque[Outgoing] = deque()
         self._lock = threading.Lock()
@@ -80,7 +66,6 @@ class Sender:
         self._task: asyncio.Task[None] | None = None
         self._idle = True
         self._flush_waiters: list[asyncio.Future[None]] = []
-        self._indexed: dict[str, float] = {}  # type -> when its SADD to the index was sent
 
     @property
     def buffered(self) -> int:
@@ -213,7 +198,7 @@ class Sender:
         for item in batch:
             start = len(commands)
             try:
-                self._add_commands(commands, item)
+                self._commands.add(commands, item)
             except Exception as exc:  # noqa: BLE001  # one bad item must not stop the sender
                 del commands[start:]
                 self._reject(item, exc)
@@ -225,7 +210,7 @@ class Sender:
         try:
             replies = await self._execute(commands)
         except REDIS_ERRORS as exc:
-            self._indexed.clear()  # Redis may have lost the index (restart without AOF)
+            self._commands.forget_index()  # Redis may have lost it (restart without AOF)
             error = translate_redis_error(exc, action="publish", url=self.url)
             lost = self._requeue_durable(kept)
             logger.warning("Redis did not take %d events (%d fan-out-only dropped): %s",
@@ -248,7 +233,7 @@ class Sender:
         cost. memory:// (fakeredis) takes the ordinary pipeline."""
         assert self._client is not None
         if isinstance(self._client, fakeredis.FakeAsyncRedis):
-            return await _execute_pipelined(self._client, commands)
+            return await execute_pipelined(self._client, commands)
         connection = self._connection
         if connection is None:  # held by the sender for its life; reconnects by itself
             pool = self._client.connection_pool
@@ -266,43 +251,12 @@ class Sender:
             replies = []
             for _ in commands:
                 reply = await connection.read_response()
-                _raise_if_error(reply)
+                raise_if_error(reply)
                 replies.append(reply)
         except BaseException:
             await connection.disconnect()  # the reply stream is out of step now
             raise
         return replies
-
-    def _add_commands(self, commands: list[tuple[Any, ...]], item: Outgoing) -> None:
-        if item.atomic is not None:
-            commands.append(("MULTI",))
-            for member in item.atomic:
-                self._add_commands(commands, member)
-            commands.append(("EXEC",))
-            return
-        event = item.event
-        if event is None:  # a bare UI frame
-            commands.append(ui_append_command(self.keys, self.settings, item.chat_id or "",
-                                              item.payload))
-            return
-        type_name = event.type
-        if item.scopes & Scope.UI and event.subject:
-            commands.append(ui_append_command(self.keys, self.settings, event.subject,
-                                              event_frame(event)))
-        if item.scopes & Scope.DURABLE:
-            commands.append((
-                "XADD", self.keys.stream(type_name), "MAXLEN", "~",
-                self.settings.stream_hard_max_len, "*", ENTRY_EVENT, item.payload,
-            ))
-            now = time.monotonic()
-            if now - self._indexed.get(type_name, -INDEX_REFRESH_S) >= INDEX_REFRESH_S:
-                self._indexed[type_name] = now
-                commands.append(("SADD", self.keys.stream_index(), type_name))
-        if item.scopes & Scope.FANOUT:
-            channel = self._channels.get(type_name)
-            if channel is None:
-                channel = self._channels[type_name] = self.keys.fanout_channel(type_name)
-            commands.append(("PUBLISH", channel, self._origin_text + item.payload))
 
     def _reject(self, item: Outgoing, exc: Exception) -> None:
         """An item that cannot even be turned into commands: fail it, never retry it."""
@@ -329,37 +283,3 @@ class Sender:
         if dropped:
             self.stats.incr("dropped_remote", dropped)
         return dropped
-
-
-def _raise_if_error(reply: Any) -> None:
-    if isinstance(reply, rexc.ResponseError):
-        raise reply
-    if isinstance(reply, list):  # an EXEC: any failed command fails the batch
-        for inner in reply:
-            if isinstance(inner, rexc.ResponseError):
-                raise inner
-
-
-async def _execute_pipelined(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
-    """memory://: redis-py pipelines; MULTI ... EXEC runs as a transactional one."""
-    replies: list[Any] = []
-    index = 0
-    while index < len(commands):
-        if commands[index][0] == "MULTI":
-            end = commands.index(("EXEC",), index)
-            block = client.pipeline(transaction=True)
-            for command in commands[index + 1:end]:
-                block.execute_command(*command)
-            replies.append("OK")
-            replies.extend("QUEUED" for _ in commands[index + 1:end])
-            replies.append(list(await block.execute()))
-            index = end + 1
-            continue
-        plain = client.pipeline(transaction=False)
-        stop = index
-        while stop < len(commands) and commands[stop][0] != "MULTI":
-            plain.execute_command(*commands[stop])
-            stop += 1
-        replies.extend(await plain.execute())
-        index = stop
-    return replies

@@ -1,0 +1,122 @@
+"""What the sender writes: each outgoing item as Redis commands, and how replies are read.
+
+An event becomes ``PUBLISH <channel> <origin>|<json>`` (fan-out), ``XADD <stream> MAXLEN ~
+<hard cap> * e <json>`` plus, every :data:`INDEX_REFRESH_S` per type, ``SADD`` of the
+stream index (durable), and the ui script (ui); an atomic group is wrapped in
+``MULTI``/``EXEC``. On ``memory://`` the same commands run through redis-py pipelines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis import exceptions as rexc
+from redis.asyncio import Redis
+
+from mozaiks_bus.event import Event
+from mozaiks_bus.frames import event_frame
+from mozaiks_bus.keys import ENTRY_EVENT, Keys
+from mozaiks_bus.routing import Scope
+from mozaiks_bus.settings import BusSettings
+from mozaiks_bus.transports.redis.ui import ui_append_command
+
+__all__ = ["INDEX_REFRESH_S", "CommandBuilder", "Outgoing", "execute_pipelined", "raise_if_error"]
+
+INDEX_REFRESH_S = 30.0  # how often a type's membership in the stream index is re-sent
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """One item for the sender: an event, a bare UI frame, or an atomic group."""
+
+    event: Event | None
+    payload: str  # the CloudEvent JSON, or for a bare UI frame the frame JSON
+    scopes: Scope
+    future: asyncio.Future[Any] | None = None
+    chat_id: str | None = None  # set for a bare UI frame (bus.ui.send)
+    atomic: list[Outgoing] | None = None  # a group sent inside MULTI/EXEC
+
+
+class CommandBuilder:
+    """Turns :class:`Outgoing` items into commands; caches channel names per type."""
+
+    def __init__(self, keys: Keys, settings: BusSettings, origin: str) -> None:
+        self.keys = keys
+        self.settings = settings
+        self._origin_text = f"{origin}|"
+        self._channels: dict[str, str] = {}
+        self._indexed: dict[str, float] = {}  # type -> when its SADD to the index was sent
+
+    def forget_index(self) -> None:
+        """Send every type's index membership again with its next event."""
+        self._indexed.clear()
+
+    def add(self, commands: list[tuple[Any, ...]], item: Outgoing) -> None:
+        """Append the commands that send ``item`` (raises for an item that cannot be sent)."""
+        if item.atomic is not None:
+            commands.append(("MULTI",))
+            for member in item.atomic:
+                self.add(commands, member)
+            commands.append(("EXEC",))
+            return
+        event = item.event
+        if event is None:  # a bare UI frame
+            commands.append(ui_append_command(self.keys, self.settings, item.chat_id or "",
+                                              item.payload))
+            return
+        type_name = event.type
+        if item.scopes & Scope.UI and event.subject:
+            commands.append(ui_append_command(self.keys, self.settings, event.subject,
+                                              event_frame(event)))
+        if item.scopes & Scope.DURABLE:
+            commands.append((
+                "XADD", self.keys.stream(type_name), "MAXLEN", "~",
+                self.settings.stream_hard_max_len, "*", ENTRY_EVENT, item.payload,
+            ))
+            now = time.monotonic()
+            if now - self._indexed.get(type_name, -INDEX_REFRESH_S) >= INDEX_REFRESH_S:
+                self._indexed[type_name] = now
+                commands.append(("SADD", self.keys.stream_index(), type_name))
+        if item.scopes & Scope.FANOUT:
+            channel = self._channels.get(type_name)
+            if channel is None:
+                channel = self._channels[type_name] = self.keys.fanout_channel(type_name)
+            commands.append(("PUBLISH", channel, self._origin_text + item.payload))
+
+
+def raise_if_error(reply: Any) -> None:
+    """Raise the first error reply in ``reply`` (an EXEC reply holds one per command)."""
+    if isinstance(reply, rexc.ResponseError):
+        raise reply
+    if isinstance(reply, list):  # an EXEC: any failed command fails the batch
+        for inner in reply:
+            if isinstance(inner, rexc.ResponseError):
+                raise inner
+
+
+async def execute_pipelined(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """memory://: redis-py pipelines; MULTI ... EXEC runs as a transactional one."""
+    replies: list[Any] = []
+    index = 0
+    while index < len(commands):
+        if commands[index][0] == "MULTI":
+            end = commands.index(("EXEC",), index)
+            block = client.pipeline(transaction=True)
+            for command in commands[index + 1:end]:
+                block.execute_command(*command)
+            replies.append("OK")
+            replies.extend("QUEUED" for _ in commands[index + 1:end])
+            replies.append(list(await block.execute()))
+            index = end + 1
+            continue
+        plain = client.pipeline(transaction=False)
+        stop = index
+        while stop < len(commands) and commands[stop][0] != "MULTI":
+            plain.execute_command(*commands[stop])
+            stop += 1
+        replies.extend(await plain.execute())
+        index = stop
+    return replies
