@@ -36,8 +36,7 @@ from mozaiks_bus.durable.consumer import (
 from mozaiks_bus.durable.streams import StreamInspector
 from mozaiks_bus.errors import BusClosed, ConfigError, PublishFailed
 from mozaiks_bus.event import Event
-from mozaiks_bus.keys import Keys
-from mozaiks_bus.local import Handler, LocalDispatcher
+from mozaiks_bus.local import Handler, LocalSubscriptions
 from mozaiks_bus.outbound import Outbound, Prepared
 from mozaiks_bus.patterns import validate_pattern
 from mozaiks_bus.retry import RetryPolicy
@@ -74,11 +73,11 @@ class Bus:
     ) -> None:
         self.config = config = settings_for(config, broker_url=url, service=service)
         self.service = config.service
-        keys = Keys(config.prefix)
+        keys = config.keys
         self.stats = BusStats()
         self._runner = BusLoop(self._start_transport)
-        self._dispatcher, self._remote_only = (
-            LocalDispatcher(stats=self.stats, loop_getter=self._runner.get,
+        self._local, self._remote_only = (
+            LocalSubscriptions(stats=self.stats, loop_getter=self._runner.get,
                             queue_size=config.subscriber_queue_size,
                             policy=config.emit_drop_policy)
             for _ in range(2)
@@ -122,7 +121,7 @@ class Bus:
         validate_pattern(pattern)
 
         def register(func: H) -> H:
-            self._subscribe(self._dispatcher, pattern, func)
+            self._subscribe(self._local, pattern, func)
             return func
 
         return register if handler is None else register(handler)
@@ -136,7 +135,7 @@ class Bus:
         self._subscribe(self._remote_only, pattern, handler)
         return handler
 
-    def _subscribe(self, dispatcher: LocalDispatcher, pattern: str, handler: Handler) -> None:
+    def _subscribe(self, dispatcher: LocalSubscriptions, pattern: str, handler: Handler) -> None:
         self._check_open()
         dispatcher.subscribe(pattern, handler)
         if self.transport.remote:
@@ -145,7 +144,7 @@ class Bus:
 
     def unsubscribe(self, pattern: str, handler: Handler) -> bool:
         """Remove one subscription of ``handler`` on ``pattern``; False if there was none."""
-        removed = self._dispatcher.unsubscribe(pattern, handler) or \
+        removed = self._local.unsubscribe(pattern, handler) or \
             self._remote_only.unsubscribe(pattern, handler)
         if removed and self.transport.remote:
             self.transport.unsubscribe(pattern)
@@ -185,7 +184,7 @@ class Bus:
                 if spec.wants_delivery:
                     raise ConfigError("broker_url", "a consumer taking a Delivery needs a "
                                       "broker (durable streams live in Redis)")
-                self._dispatcher.subscribe(pattern, func)
+                self._local.subscribe(pattern, func)
                 return func
             self._durable.add(spec)
             if self._runner.start_requested:
@@ -212,7 +211,7 @@ class Bus:
         ``fanout``/``durable``/``ui`` (True adds, False removes).
         """
         event = self._emit(type, data, attrs)
-        self._dispatcher.deliver(event)
+        self._local.deliver(event)
         return event
 
     def emit_remote(
@@ -255,7 +254,7 @@ class Bus:
             await self._confirmed(self.transport.publish(event, payload, scopes),
                                   f"{event.type} {event.id}")
         self.stats.published(event.type)
-        self._dispatcher.deliver(event)
+        self._local.deliver(event)
         return event
 
     async def publish_events(self, events: Sequence[Event]) -> None:
@@ -275,7 +274,7 @@ class Bus:
                                   f"a batch of {len(events)} events")
         for event, _, _ in prepared:
             self.stats.published(event.type)
-            self._dispatcher.deliver(event)
+            self._local.deliver(event)
 
     async def _confirmed(self, send: Coroutine[Any, Any, None], what: str) -> None:
         """Run a transport send on the bus loop within ``publish_timeout_s``."""
@@ -328,7 +327,7 @@ class Bus:
         self._closed = True
         if self._runner.bound is not None:
             run = self._runner.run
-            await run(self._dispatcher.drain(timeout))
+            await run(self._local.drain(timeout))
             await run(self._remote_only.drain(timeout))
             if self._runner.start_requested:
                 if self._durable is not None:
@@ -369,5 +368,5 @@ class Bus:
     def _on_remote(self, event: Event) -> None:
         """Called by the transport for each event from another process."""
         self.stats.incr("received_remote")
-        self._dispatcher.deliver(event)
+        self._local.deliver(event)
         self._remote_only.deliver(event)

@@ -354,9 +354,11 @@ class StreamClients(Protocol):
         """Close both clients (they are created again on next use)."""
 
 
-def text(value: bytes | str) -> str:
+def text(value: object) -> str:
     """A Redis reply as ``str`` (the clients keep bytes, since payloads are bytes)."""
-    return value.decode() if isinstance(value, bytes) else value
+    if isinstance(value, bytes):
+        return value.decode()
+    return value if isinstance(value, str) else str(value)
 
 
 def is_busygroup(exc: BaseException) -> bool:

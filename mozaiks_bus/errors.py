@@ -17,7 +17,7 @@ every module and fails on an exception class that is missing here or not in the 
     │   ├── BrokerUnavailable   the server could not be reached or the link dropped
     │   └── PublishFailed       a confirmed publish was not stored / sent
     ├── SlowConsumer            (ui.stream) a WebSocket client stopped reading
-    ├── ApiError                (server.errors) an HTTP answer other than success
+    ├── HttpError               (server.errors) an HTTP answer other than success
     ├── ServeRefused            (server.serve) an unsafe bind: public without a token
     ├── FormatError             (sinks.formats) an event cannot take a sink's format
     ├── SkipDelivery            (sinks.formats) control flow: this sink skips the event

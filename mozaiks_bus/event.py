@@ -13,7 +13,6 @@ rule, before any transport sees it.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -23,8 +22,10 @@ from typing import Any
 import uuid_utils
 
 from mozaiks_bus.errors import InvalidEvent
+from mozaiks_bus.wire import DECODER, format_time, is_json_safe, parse_time
 
 __all__ = [
+    "DEFAULT_SOURCE",
     "EXTENSION_ATTRIBUTES",
     "JSON_RULE",
     "MAX_TYPE_LENGTH",
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 SPECVERSION = "1.0"
+DEFAULT_SOURCE = "mozaiks"  # the default service name (settings.DEFAULT_SERVICE)
 MAX_TYPE_LENGTH = 128
 TYPE_RULE = (
     "must match ^[a-z][a-z0-9_]*(\\.[a-z0-9_]+)*$ (lowercase ASCII letters, digits, "
@@ -125,7 +127,7 @@ class Event:
         type: str,
         data: Mapping[str, Any] | None = None,
         *,
-        source: str = "mozaiks",
+        source: str = DEFAULT_SOURCE,
         id: str | None = None,
         time: datetime | None = None,
         subject: str | None = None,
@@ -236,7 +238,7 @@ class Event:
     def from_json(cls, raw: str | bytes) -> Event:
         """Decode a structured-mode CloudEvent; raises InvalidEvent when malformed."""
         try:
-            obj = _DECODER.decode(raw.decode() if isinstance(raw, bytes) else raw)
+            obj = DECODER.decode(raw.decode() if isinstance(raw, bytes) else raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidEvent("event", f"must be valid JSON: {exc}") from None
         return cls.from_dict(obj)
@@ -250,7 +252,7 @@ class Event:
         :meth:`from_json` checks. Input from outside (HTTP) must use :meth:`from_json`.
         """
         try:
-            obj = _DECODER.decode(raw.decode() if isinstance(raw, bytes) else raw)
+            obj = DECODER.decode(raw.decode() if isinstance(raw, bytes) else raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidEvent("event", f"must be valid JSON: {exc}") from None
         if type(obj) is not dict or not obj.keys() <= _WIRE_KEYS:
@@ -328,26 +330,6 @@ def _optional_are_text(obj: dict[str, Any]) -> bool:
     return all(type(obj.get(name, "")) is str for name in _WIRE_OPTIONAL)
 
 
-def format_time(moment: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z`` suffix and microseconds."""
-    if moment.tzinfo is not UTC:
-        moment = moment.astimezone(UTC)
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def parse_time(value: object) -> datetime:
-    """Parse an RFC 3339 timestamp; a missing offset is an error."""
-    if not isinstance(value, str):
-        raise InvalidEvent("time", "must be an RFC 3339 string", value=value)
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidEvent("time", "must be an RFC 3339 timestamp", value=value) from None
-    if moment.tzinfo is None:
-        raise InvalidEvent("time", "must carry a UTC offset or 'Z'", value=value)
-    return moment.astimezone(UTC)
-
-
 def _check_extension(key: object, value: object) -> None:
     if not isinstance(key, str) or _EXTENSION_NAME_RE.fullmatch(key) is None:
         raise InvalidEvent(
@@ -362,38 +344,3 @@ def _check_extension(key: object, value: object) -> None:
 def _is_json_content_type(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or media.endswith("+json")
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # NaN/Infinity are not JSON
-
-
-def is_json_safe(value: object, _depth: int = 0) -> bool:
-    """True when ``value`` is made only of JSON types (no NaN/inf, str keys)."""
-    kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
-        return True
-    if _depth > 64:
-        return False
-    if kind is dict:
-        for key, item in value.items():  # type: ignore[attr-defined]
-            if type(key) is not str and not isinstance(key, str):
-                return False
-            item_kind = type(item)
-            if item_kind is str or item_kind is int or item_kind is bool or item is None:
-                continue
-            if not is_json_safe(item, _depth + 1):
-                return False
-        return True
-    if kind is list or kind is tuple:
-        return all(is_json_safe(item, _depth + 1) for item in value)  # type: ignore[attr-defined]
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, str | int):  # subclasses such as str/int enums encode as their base
-        return True
-    if isinstance(value, dict | list | tuple):
-        return is_json_safe(dict(value) if isinstance(value, dict) else list(value), _depth)
-    return False

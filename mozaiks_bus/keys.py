@@ -193,6 +193,11 @@ class Keys:
         """The stream id a sink's consumer groups start at (set once, when first seen)."""
         return f"{self.prefix}:sink:{{{_sink(sink)}}}:since"
 
+    def sink_worker_prefix(self) -> str:
+        """The RQ worker-name prefix of this install's sink workers (not a key: RQ
+        builds its worker keys from the name)."""
+        return f"{self.prefix}.sinkworker."
+
     def sink_process(self, name: str) -> str:
         """Liveness of one sink worker process (a key with a short TTL)."""
         return f"{self.prefix}:sink-proc:{{{_escape('process', name)}}}"

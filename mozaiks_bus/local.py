@@ -29,7 +29,7 @@ from mozaiks_bus.event import Event
 from mozaiks_bus.patterns import Pattern, compile_pattern
 from mozaiks_bus.stats import BusStats
 
-__all__ = ["DropPolicy", "Handler", "LocalDispatcher", "Subscription", "handler_name"]
+__all__ = ["DropPolicy", "Handler", "LocalSubscriptions", "Subscription", "handler_name"]
 
 Handler = Callable[[Event], Any]
 DropPolicy = Literal["drop_oldest", "drop_newest"]
@@ -183,7 +183,7 @@ class Subscription:
         return self._idle.is_set()
 
 
-class LocalDispatcher:
+class LocalSubscriptions:
     """The subscriptions of one bus, matched by pattern, delivered in subscription order."""
 
     def __init__(

@@ -16,7 +16,6 @@ from mozaiks_bus.connection import REDIS_ERRORS, StreamClients
 from mozaiks_bus.durable.consumer import ConsumerSpec, GroupConsumer
 from mozaiks_bus.durable.retention import RetentionKeeper
 from mozaiks_bus.durable.streams import StreamInspector
-from mozaiks_bus.keys import Keys
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.stats import BusStats
 
@@ -42,7 +41,7 @@ class DurableRuntime:
         """Read-side stream operations (lag, pending, dead letters, replay)."""
         if self._inspector is None:
             self._inspector = StreamInspector(self.clients.command_client(),
-                                              Keys(self.settings.prefix))
+                                              self.settings.keys)
         return self._inspector
 
     def add(self, spec: ConsumerSpec) -> None:

@@ -149,7 +149,7 @@ class GroupConsumer:
         self.spec = spec
         self.settings = settings
         self.stats = stats
-        self.keys = Keys(settings.prefix)
+        self.keys = settings.keys
         self.name = settings.consumer_name or default_consumer_name(settings.service)
         self._client = client
         self._blocking = blocking_client

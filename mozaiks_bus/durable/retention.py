@@ -24,8 +24,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from mozaiks_bus.connection import text
 from mozaiks_bus.durable.streams import id_millis
-from mozaiks_bus.keys import Keys
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.stats import BusStats
 
@@ -54,7 +54,7 @@ class RetentionKeeper:
         self.client = client
         self.settings = settings
         self.stats = stats
-        self.keys = Keys(settings.prefix)
+        self.keys = settings.keys
         self._reported: dict[tuple[str, str], str] = {}  # (stream, group) -> first id seen
 
     async def check_all(self) -> dict[str, int]:
@@ -62,7 +62,7 @@ class RetentionKeeper:
         members = await self.client.smembers(self.keys.stream_index())
         trimmed: dict[str, int] = {}
         for raw in sorted(members):
-            type_name = raw.decode() if isinstance(raw, bytes) else raw
+            type_name = text(raw)
             trimmed[type_name] = await self.check(type_name)
         return trimmed
 
@@ -74,11 +74,11 @@ class RetentionKeeper:
         info: Any = await self.client.xinfo_stream(key)
         groups: Any = await self.client.xinfo_groups(key)
         first = info.get("first-entry")
-        first_id = _text(first[0]) if first else None
+        first_id = text(first[0]) if first else None
         safe: str | None = None  # entries strictly older than this are acked by all groups
         for group in groups:
-            name = _text(group["name"])
-            last = _text(group["last-delivered-id"])
+            name = text(group["name"])
+            last = text(group["last-delivered-id"])
             if first_id is not None:
                 self._detect_loss(key, name, last, first_id, info=info, raw=group)
             point = await self._safe_point(key, name, last)
@@ -96,7 +96,7 @@ class RetentionKeeper:
     async def _safe_point(self, key: str, group: str, last_delivered: str) -> str:
         summary: Any = await self.client.xpending(key, group)
         if summary and summary.get("pending"):
-            return _text(summary["min"])
+            return text(summary["min"])
         return _after(last_delivered)
 
     async def _limit_point(self, key: str, length: int) -> str | None:
@@ -108,12 +108,12 @@ class RetentionKeeper:
         if excess > 0:
             rows: Any = await self.client.xrange(key, count=min(excess, _MAX_TRIM_SCAN))
             if rows:
-                len_cut = _after(_text(rows[-1][0]))
+                len_cut = _after(text(rows[-1][0]))
         first: Any = await self.client.xrange(key, count=1)
         if not first:
             return None
         cut = age_cut if len_cut is None or _older(len_cut, age_cut) else len_cut
-        return cut if _older(_text(first[0][0]), cut) else None
+        return cut if _older(text(first[0][0]), cut) else None
 
     def _detect_loss(
         self, key: str, group: str, last_delivered: str, first_id: str, *, info: Any, raw: Any
@@ -140,7 +140,3 @@ class RetentionKeeper:
             self.settings.stream_hard_max_len, first_id,
             time.time() - id_millis(first_id) / 1000,
         )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

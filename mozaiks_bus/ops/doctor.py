@@ -22,7 +22,12 @@ from urllib.parse import urlsplit
 
 import redis
 
-from mozaiks_bus.connection import create_sync_client, redact_url, translate_redis_error
+from mozaiks_bus.connection import (
+    REDIS_ERRORS,
+    create_sync_client,
+    redact_url,
+    translate_redis_error,
+)
 from mozaiks_bus.settings import BusSettings
 
 __all__ = ["Check", "run_checks"]
@@ -65,7 +70,7 @@ def _checks(client: redis.Redis, url: str) -> Iterator[Check]:
         config: Any = client.config_get("maxmemory-policy")
         config.update(client.config_get("appendfsync"))
         config.update(client.config_get("save"))
-    except (redis.exceptions.RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         error = translate_redis_error(exc, action="doctor", url=url)
         yield Check("reachable", "fail", str(error),
                     "is Redis running, and do the URL, user and password match?")

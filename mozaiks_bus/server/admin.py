@@ -23,7 +23,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from mozaiks_bus.errors import InvalidEvent, TransportError
 from mozaiks_bus.event import validate_type
-from mozaiks_bus.server.errors import ApiError, invalid
+from mozaiks_bus.server.errors import HttpError, invalid
 from mozaiks_bus.server.events import unavailable
 from mozaiks_bus.server.schemas import ERRORS, DeadLettersOut, ReplayResult, SinksOut, StreamsOut
 from mozaiks_bus.server.state import ServerState, get_state
@@ -121,8 +121,8 @@ async def delete_dead_letter(request: Request, type: TypeName, entry_id: EntryId
     return Response(status_code=204)
 
 
-def _missing(type_name: str, entry_id: str) -> ApiError:
-    return ApiError(404, "not_found", f"no dead letter {entry_id} of {type_name}")
+def _missing(type_name: str, entry_id: str) -> HttpError:
+    return HttpError(404, "not_found", f"no dead letter {entry_id} of {type_name}")
 
 
 @router.get("/v1/sinks", response_model=SinksOut, responses=ERRORS(401, 403, 503),

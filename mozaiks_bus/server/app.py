@@ -25,9 +25,8 @@ from mozaiks_bus._version import __version__
 from mozaiks_bus.bus import Bus
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.event import Event
-from mozaiks_bus.keys import Keys
 from mozaiks_bus.routing import RECONNECTED_EVENT
-from mozaiks_bus.server import admin, events, health, input, websocket
+from mozaiks_bus.server import admin, events, health, inputs, websocket
 from mozaiks_bus.server.auth import Authenticator, install_secret_filter
 from mozaiks_bus.server.dedupe import DedupeClaims
 from mozaiks_bus.server.errors import install_error_handlers
@@ -76,7 +75,7 @@ def create_app(bus: Bus | None = None, settings: BusSettings | None = None) -> F
         the_bus = bus if bus is not None else Bus(config=settings)
         await the_bus.start()
         the_bus.subscribe_remote(RECONNECTED_EVENT, _noop)
-        dedupe = DedupeClaims(redis_client(the_bus), Keys(settings.prefix),
+        dedupe = DedupeClaims(redis_client(the_bus), settings.keys,
                               window_s=settings.api_dedupe_window_s,
                               pending_s=_pending_s(settings))
         app.state.mozaiks = ServerState(the_bus, settings, auth, metrics, dedupe,
@@ -98,7 +97,7 @@ def create_app(bus: Bus | None = None, settings: BusSettings | None = None) -> F
     app.add_middleware(HttpMetrics, metrics=metrics)
     app.include_router(health.router)
     app.include_router(events.build_router(settings.api_max_batch))
-    app.include_router(input.router)
+    app.include_router(inputs.router)
     app.include_router(admin.router)
     app.include_router(websocket.router)
     return app

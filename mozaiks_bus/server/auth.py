@@ -31,7 +31,7 @@ from starlette.requests import HTTPConnection
 
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.patterns import Pattern
-from mozaiks_bus.server.errors import ApiError
+from mozaiks_bus.server.errors import HttpError
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.settings.api import API_SCOPES, MIN_TOKEN_LENGTH, ApiScope
 
@@ -107,22 +107,22 @@ class Authenticator:
         return found
 
     def authenticate(self, conn: HTTPConnection, *, allow_query: bool = False) -> Principal:
-        """The caller of ``conn`` or ApiError 401."""
+        """The caller of ``conn`` or HttpError 401."""
         if self.open:
             client = conn.client.host if conn.client else None
             if client is not None and not is_loopback(client, unknown=True):
-                raise ApiError(401, "unauthorized", "no API token is configured, so only "
+                raise HttpError(401, "unauthorized", "no API token is configured, so only "
                                "loopback clients are served", headers=_CHALLENGE)
             return _OPEN
         token = bearer(conn.headers.get("authorization"))
         if token is None and allow_query:
             token = conn.query_params.get("token") or None
         if token is None:
-            raise ApiError(401, "unauthorized", "missing bearer token (Authorization: "
+            raise HttpError(401, "unauthorized", "missing bearer token (Authorization: "
                            "Bearer <token>)", headers=_CHALLENGE)
         principal = self.identify(token)
         if principal is None:
-            raise ApiError(401, "unauthorized", "unknown or revoked token", headers=_CHALLENGE)
+            raise HttpError(401, "unauthorized", "unknown or revoked token", headers=_CHALLENGE)
         return principal
 
     def require(self, conn: HTTPConnection, scope: ApiScope, *,
@@ -130,7 +130,7 @@ class Authenticator:
         """The caller, who must hold ``scope`` (401 / 403 otherwise)."""
         principal = self.authenticate(conn, allow_query=allow_query)
         if scope not in principal.scopes:
-            raise ApiError(403, "forbidden", f"token '{principal.name}' lacks the "
+            raise HttpError(403, "forbidden", f"token '{principal.name}' lacks the "
                            f"'{scope}' scope")
         return principal
 

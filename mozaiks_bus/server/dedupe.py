@@ -28,7 +28,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from mozaiks_bus.connection import redis_errors
+from mozaiks_bus.connection import redis_errors, text
 from mozaiks_bus.keys import Keys
 
 __all__ = ["Claims", "DedupeClaims", "digest"]
@@ -78,7 +78,7 @@ class DedupeClaims:
             replies = await pipe.execute()
         for index, (event_id, item_digest) in enumerate(items):
             taken, current = replies[2 * index], replies[2 * index + 1]
-            value = current.decode() if isinstance(current, bytes) else current
+            value = text(current)
             if taken:
                 found.claimed.append((event_id, item_digest))
             elif value == f"d:{item_digest}":

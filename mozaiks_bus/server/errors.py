@@ -16,10 +16,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mozaiks_bus.errors import InvalidEvent, MozaiksBusError
 
-__all__ = ["ApiError", "error_body", "install_error_handlers", "invalid"]
+__all__ = ["HttpError", "error_body", "install_error_handlers", "invalid"]
 
 
-class ApiError(MozaiksBusError):
+class HttpError(MozaiksBusError):
     """An answer other than success: raised anywhere in a handler, rendered as JSON."""
 
     def __init__(
@@ -55,14 +55,14 @@ def error_body(
     return body
 
 
-def invalid(exc: InvalidEvent, *, where: str = "", status: int = 422) -> ApiError:
+def invalid(exc: InvalidEvent, *, where: str = "", status: int = 422) -> HttpError:
     """A 422 naming the field (prefixed by ``where``, e.g. ``[2].``) and the rule."""
     field = f"{where}{exc.field}"
-    return ApiError(status, "invalid_event", f"{field}: {exc.rule}", field=field, rule=exc.rule)
+    return HttpError(status, "invalid_event", f"{field}: {exc.rule}", field=field, rule=exc.rule)
 
 
 async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
+    assert isinstance(exc, HttpError)
     return exc.response()
 
 
@@ -71,7 +71,7 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     first = exc.errors()[0] if exc.errors() else {}
     loc = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "request"
     rule = str(first.get("msg", "is invalid"))
-    return ApiError(422, "invalid_request", f"{loc}: {rule}", field=loc, rule=rule).response()
+    return HttpError(422, "invalid_request", f"{loc}: {rule}", field=loc, rule=rule).response()
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -82,7 +82,7 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Render ApiError, request validation and routing errors in the one shape."""
-    app.add_exception_handler(ApiError, _api_error)
+    """Render HttpError, request validation and routing errors in the one shape."""
+    app.add_exception_handler(HttpError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -30,7 +30,7 @@ from mozaiks_bus.errors import BusClosed, InvalidEvent, TransportError
 from mozaiks_bus.event import JSON_RULE, Event, is_json_safe
 from mozaiks_bus.routing import Scope
 from mozaiks_bus.server.dedupe import Claims, digest
-from mozaiks_bus.server.errors import ApiError, invalid
+from mozaiks_bus.server.errors import HttpError, invalid
 from mozaiks_bus.server.limits import parse_json
 from mozaiks_bus.server.schemas import ERRORS, PublishResult, events_request_body
 from mozaiks_bus.server.state import ServerState, get_state
@@ -42,9 +42,9 @@ _REMOTE = Scope.FANOUT | Scope.DURABLE | Scope.UI
 _REQUIRED = ("id", "type", "source")
 
 
-def unavailable(state: ServerState, message: str) -> ApiError:
+def unavailable(state: ServerState, message: str) -> HttpError:
     """A 503 telling the client when to retry."""
-    return ApiError(503, "unavailable", message,
+    return HttpError(503, "unavailable", message,
                     headers={"Retry-After": str(state.settings.api_retry_after_s)})
 
 
@@ -52,13 +52,13 @@ def _batch(body: Any, limit: int) -> tuple[list[Any], bool]:
     if isinstance(body, dict):
         return [body], False
     if not isinstance(body, list):
-        raise ApiError(422, "invalid_event", "body: must be a CloudEvent object or an array "
+        raise HttpError(422, "invalid_event", "body: must be a CloudEvent object or an array "
                        "of them", field="body", rule="must be an object or an array")
     if not body:
-        raise ApiError(422, "invalid_event", "body: the array holds no event", field="body",
+        raise HttpError(422, "invalid_event", "body: the array holds no event", field="body",
                        rule="must hold at least one event")
     if len(body) > limit:
-        raise ApiError(413, "batch_too_large", f"the batch holds {len(body)} events, over "
+        raise HttpError(413, "batch_too_large", f"the batch holds {len(body)} events, over "
                        f"the limit of {limit} (api_max_batch)")
     return body, True
 
@@ -111,7 +111,7 @@ def _unique(events: list[tuple[Event, str]]) -> tuple[list[tuple[Event, str]], l
         elif first == item_digest:
             repeats.append(event.id)
         else:
-            raise ApiError(409, "conflict", f"id {event.id!r} appears twice in the batch "
+            raise HttpError(409, "conflict", f"id {event.id!r} appears twice in the batch "
                            "with different bodies", field="id")
     return unique, repeats
 
@@ -141,7 +141,7 @@ async def publish_events(request: Request) -> JSONResponse:
         where = f"[{index}]." if is_batch else ""
         event = _decode(item, where)
         if not principal.may_publish(event.type):
-            raise ApiError(403, "forbidden", f"token '{principal.name}' may not publish "
+            raise HttpError(403, "forbidden", f"token '{principal.name}' may not publish "
                            f"{event.type} (publish_patterns)", field=f"{where}type")
         _check_event(state, event, where)
         decoded.append((event, digest(item)))
@@ -175,7 +175,7 @@ async def _claim(state: ServerState, unique: list[tuple[Event, str]]) -> Claims:
     if claims.conflicts or claims.in_flight:
         await _release(state, claims)
         if claims.conflicts:
-            raise ApiError(409, "conflict", f"id {claims.conflicts[0]!r} was already published "
+            raise HttpError(409, "conflict", f"id {claims.conflicts[0]!r} was already published "
                            "with a different body (within api_dedupe_window_s)", field="id")
         raise unavailable(state, f"event {claims.in_flight[0]!r} is being stored by another "
                           "request; retry to learn the outcome")

@@ -4,7 +4,7 @@
 is answered 413 at once, before the application runs or the body is read. A body
 without a length (``Transfer-Encoding: chunked``) or one that lies about it is counted
 as it arrives: the chunk that crosses the limit makes ``receive`` raise
-:class:`~mozaiks_bus.server.errors.ApiError` 413, so no more of it is read. Only HTTP
+:class:`~mozaiks_bus.server.errors.HttpError` 413, so no more of it is read. Only HTTP
 requests are wrapped; WebSocket messages are bounded by the server's ``ws_max_size``
 and checked again by the socket handler.
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mozaiks_bus.server.errors import ApiError
+from mozaiks_bus.server.errors import HttpError
 
 __all__ = ["BodyLimit", "json_depth_exceeds", "parse_json"]
 
@@ -29,8 +29,8 @@ _STRING_RE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKETS = bytes(range(256)).translate(None, b"[]{}")  # every byte but brackets
 
 
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "body_too_large", f"the request body is over the limit of "
+def _too_large(limit: int) -> HttpError:
+    return HttpError(413, "body_too_large", f"the request body is over the limit of "
                     f"{limit} bytes (api_max_body_bytes)")
 
 
@@ -74,7 +74,7 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _send_error(send: Send, error: ApiError) -> None:
+async def _send_error(send: Send, error: HttpError) -> None:
     body = json.dumps(error.body()).encode()
     await send({
         "type": "http.response.start", "status": error.status,
@@ -108,23 +108,23 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def parse_json(raw: bytes, *, max_depth: int) -> Any:
-    """Decode a JSON body or raise ApiError 400 saying why."""
+    """Decode a JSON body or raise HttpError 400 saying why."""
     if not raw.strip():
-        raise ApiError(400, "malformed_json", "the request body is empty; send JSON")
+        raise HttpError(400, "malformed_json", "the request body is empty; send JSON")
     if json_depth_exceeds(raw, max_depth):
-        raise ApiError(400, "too_deep", f"the JSON nests arrays/objects deeper than "
+        raise HttpError(400, "too_deep", f"the JSON nests arrays/objects deeper than "
                        f"{max_depth} levels (api_max_json_depth)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ApiError(400, "malformed_json", "the request body is not UTF-8") from None
+        raise HttpError(400, "malformed_json", "the request body is not UTF-8") from None
     try:
         return _DECODER.decode(text)
     except ValueError as exc:  # JSONDecodeError, or an over-long integer
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         where = (f" at line {exc.lineno} column {exc.colno}"
                  if isinstance(exc, json.JSONDecodeError) else "")
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {message}{where}")\
+        raise HttpError(400, "malformed_json", f"the body is not valid JSON: {message}{where}")\
             from None
     except RecursionError:  # pragma: no cover - the depth check runs first
-        raise ApiError(400, "too_deep", "the JSON nests too deeply") from None
+        raise HttpError(400, "too_deep", "the JSON nests too deeply") from None

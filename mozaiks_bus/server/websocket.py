@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
@@ -44,8 +43,9 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from mozaiks_bus.errors import InvalidEvent, TransportError
 from mozaiks_bus.event import format_time, is_json_safe
+from mozaiks_bus.frames import is_frame_id
 from mozaiks_bus.server.auth import mark_denied, origin_allowed
-from mozaiks_bus.server.errors import ApiError
+from mozaiks_bus.server.errors import HttpError
 from mozaiks_bus.server.limits import parse_json
 from mozaiks_bus.server.state import ServerState, get_state
 from mozaiks_bus.ui import ChatStream, SlowConsumer
@@ -55,7 +55,6 @@ __all__ = ["CLOSE_TIMEOUT_S", "router"]
 logger = logging.getLogger("mozaiks_bus.server.ws")
 router = APIRouter()
 CLOSE_TIMEOUT_S = 5.0
-_FRAME_ID_RE = re.compile(r"0|[0-9]{1,20}-[0-9]{1,20}")
 _SCHEMA = "SCHEMA_VALIDATION_FAILED"
 _KNOWN = ("user.input.submit", "ui_tool_response", "client.resume", "pong")
 
@@ -65,28 +64,28 @@ def _envelope(type_name: str, data: dict[str, Any]) -> str:
                        "timestamp": format_time(datetime.now(UTC))}, separators=(",", ":"))
 
 
-def _handshake(state: ServerState, websocket: WebSocket, chat_id: str) -> ApiError | None:
+def _handshake(state: ServerState, websocket: WebSocket, chat_id: str) -> HttpError | None:
     try:
         state.auth.require(websocket, "ui", allow_query=True)
-    except ApiError as exc:
+    except HttpError as exc:
         return exc
     origin = websocket.headers.get("origin")
     if not origin_allowed(origin, state.settings.api_allowed_origins):
-        return ApiError(403, "origin_not_allowed", f"origin {(origin or '')[:100]!r} is not in "
+        return HttpError(403, "origin_not_allowed", f"origin {(origin or '')[:100]!r} is not in "
                         "api_allowed_origins")
     try:
         state.bus.ui.keys.ui_channel(chat_id)
     except InvalidEvent as exc:
-        return ApiError(400, "invalid_chat_id", f"chat_id: {exc.rule}", field="chat_id")
+        return HttpError(400, "invalid_chat_id", f"chat_id: {exc.rule}", field="chat_id")
     last = websocket.query_params.get("last_event_id")
-    if last is not None and _FRAME_ID_RE.fullmatch(last) is None:
-        return ApiError(400, "invalid_last_event_id", "last_event_id: must be a frame id "
+    if last is not None and not is_frame_id(last):
+        return HttpError(400, "invalid_last_event_id", "last_event_id: must be a frame id "
                         "like 1700000000000-0 (or 0 for the whole history)",
                         field="last_event_id")
     return None
 
 
-async def _refuse(websocket: WebSocket, error: ApiError) -> None:
+async def _refuse(websocket: WebSocket, error: HttpError) -> None:
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         mark_denied()
         await websocket.send_denial_response(error.response())
@@ -226,7 +225,7 @@ class ChatSocket:
         try:
             message = parse_json(text.encode("utf-8", "surrogatepass"),
                                  max_depth=self.state.settings.api_max_json_depth)
-        except ApiError as exc:
+        except HttpError as exc:
             await self._error(exc.message)
             return
         kind = message.get("type") or message.get("kind") if isinstance(message, dict) else None
@@ -275,7 +274,7 @@ class ChatSocket:
 
     async def _on_resume(self, message: dict[str, Any]) -> None:
         last = message.get("lastEventId")
-        if not isinstance(last, str) or _FRAME_ID_RE.fullmatch(last) is None:
+        if not is_frame_id(last):
             await self._error("client.resume needs lastEventId, a frame id like "
                               "1700000000000-0")
             return

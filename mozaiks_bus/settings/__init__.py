@@ -46,6 +46,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from mozaiks_bus import names
 from mozaiks_bus.connection import parse_broker_url, redact_url
 from mozaiks_bus.errors import ConfigError
+from mozaiks_bus.event import DEFAULT_SOURCE
+from mozaiks_bus.keys import Keys
 from mozaiks_bus.settings._errors import translate
 from mozaiks_bus.settings._sources import (
     BROKER_URL_ENV,
@@ -106,7 +108,7 @@ __all__ = [
     "settings_for",
 ]
 
-DEFAULT_SERVICE = "mozaiks"
+DEFAULT_SERVICE = DEFAULT_SOURCE
 DEFAULT_PREFIX = "mozaiks"
 DEFAULT_EMIT_BUFFER_SIZE = 10_000
 DEFAULT_EMIT_DROP_POLICY: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
@@ -253,6 +255,12 @@ class BusSettings(BaseSettings):
     _unique_sinks = field_validator("sinks")(unique_names)
     _unique_api_tokens = field_validator("api_tokens")(unique_names)
     _check_api_origins = field_validator("api_allowed_origins")(check_origins)
+
+    @property
+    def keys(self) -> Keys:
+        """Every Redis name of this install (under ``prefix``). Not cached: a
+        ``model_copy(update={"prefix": ...})`` must not inherit the old one."""
+        return Keys(self.prefix)
 
     @property
     def redacted_broker_url(self) -> str | None:

@@ -34,6 +34,7 @@ from typing import Any
 
 import redis
 
+from mozaiks_bus.connection import text
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.settings import SinkConfig
 
@@ -139,7 +140,7 @@ class CircuitBreaker:
         ]
         reply: Any = self._script(keys=[self.keys.sink_circuit(sink.name)], args=args)
         allowed, wait_ms, state, failures = reply
-        state_text = state.decode() if isinstance(state, bytes) else str(state)
+        state_text = text(state)
         return Gate(bool(allowed), int(wait_ms) / 1000, state_text, int(failures))
 
     def acquire(self, sink: SinkConfig) -> Gate:
@@ -166,8 +167,7 @@ class CircuitBreaker:
     def state(self, sink_name: str) -> CircuitState:
         """The breaker of ``sink_name`` as stored."""
         raw: Any = self.client.hgetall(self.keys.sink_circuit(sink_name))
-        data = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes)
-                else v for k, v in raw.items()}
+        data = {text(k): text(v) for k, v in raw.items()}
         state = data.get("state", "closed")
         open_until = float(data["open_until"]) if "open_until" in data else None
         return CircuitState(

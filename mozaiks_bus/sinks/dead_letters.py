@@ -81,14 +81,11 @@ def record_dead(pipe: Pipeline, keys: Keys, sink: str, *, job_id: str, event_jso
     pipe.zrem(keys.sink_pending(sink), job_id)
 
 
-def _text(value: Any) -> str:
-    return text(value) if isinstance(value, bytes | str) else str(value)
-
 
 def _decode(sink: str, entry_id: Any, fields: dict[Any, Any]) -> SinkDeadLetter:
-    data = {_text(k): _text(v) for k, v in fields.items()}
+    data = {text(k): text(v) for k, v in fields.items()}
     return SinkDeadLetter(
-        id=_text(entry_id), sink=sink, event=json.loads(data.get("e", "{}")),
+        id=text(entry_id), sink=sink, event=json.loads(data.get("e", "{}")),
         error=data.get("error", ""),
         status=int(data["status"]) if data.get("status") else None,
         attempts=int(data.get("attempts", 0)), dead_at_ms=int(data.get("dead_at", 0)),
@@ -106,7 +103,7 @@ def _sink(settings: BusSettings, name: str) -> SinkConfig:
 def list_dead_letters(client: redis.Redis, settings: BusSettings, sink: str | None = None,
                       *, limit: int = 100) -> list[SinkDeadLetter]:
     """Dead letters, newest first, of ``sink`` (default: every configured sink)."""
-    keys = Keys(settings.prefix)
+    keys = settings.keys
     names = [_sink(settings, sink).name] if sink else [s.name for s in settings.sinks]
     found: list[SinkDeadLetter] = []
     for name in names:
@@ -128,7 +125,7 @@ def _entry_id(entry_id: str) -> str:
 def dead_letter(client: redis.Redis, settings: BusSettings, sink: str,
                 entry_id: str) -> SinkDeadLetter | None:
     """One dead letter of ``sink`` by id, or None."""
-    key = Keys(settings.prefix).sink_dead_letters(_sink(settings, sink).name)
+    key = settings.keys.sink_dead_letters(_sink(settings, sink).name)
     _entry_id(entry_id)
     rows: Any = client.xrange(key, min=entry_id, max=entry_id)
     return _decode(sink, *rows[0]) if rows else None
@@ -141,7 +138,7 @@ def replay_dead_letter(client: redis.Redis, settings: BusSettings, sink: str,
     letter = dead_letter(client, settings, sink, entry_id)
     if letter is None:
         raise MozaiksBusError(f"sink {sink} has no dead letter {entry_id}")
-    keys = Keys(settings.prefix)
+    keys = settings.keys
     event = Event.from_dict(letter.event)
     job_id, _ = enqueue_delivery(sink_queue(client, keys), keys, config, event,
                                  replay_of=entry_id)
@@ -151,21 +148,21 @@ def replay_dead_letter(client: redis.Redis, settings: BusSettings, sink: str,
 
 def replay_dead_letters(client: redis.Redis, settings: BusSettings, sink: str) -> list[str]:
     """Replay every dead letter of ``sink``, oldest first; returns the RQ job ids."""
-    key = Keys(settings.prefix).sink_dead_letters(_sink(settings, sink).name)
+    key = settings.keys.sink_dead_letters(_sink(settings, sink).name)
     rows: Any = client.xrange(key)
-    return [replay_dead_letter(client, settings, sink, _text(entry_id)) for entry_id, _ in rows]
+    return [replay_dead_letter(client, settings, sink, text(entry_id)) for entry_id, _ in rows]
 
 
 def delete_dead_letter(client: redis.Redis, settings: BusSettings, sink: str,
                        entry_id: str) -> bool:
     """Delete one dead letter; False if it was not there."""
-    key = Keys(settings.prefix).sink_dead_letters(_sink(settings, sink).name)
+    key = settings.keys.sink_dead_letters(_sink(settings, sink).name)
     return bool(client.xdel(key, _entry_id(entry_id)))
 
 
 def purge_dead_letters(client: redis.Redis, settings: BusSettings, sink: str) -> int:
     """Delete every dead letter of ``sink``; returns how many there were."""
-    key = Keys(settings.prefix).sink_dead_letters(_sink(settings, sink).name)
+    key = settings.keys.sink_dead_letters(_sink(settings, sink).name)
     count = int(client.xlen(key))
     client.delete(key)
     return count

@@ -35,6 +35,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from mozaiks_bus.bus import Bus
+from mozaiks_bus.connection import text
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.retry import RetryPolicy
@@ -103,7 +104,7 @@ def _since(client: redis.Redis, keys: Keys, sink: str) -> str:
     seconds, micros = client.time()  # Redis's clock: the one stream ids are made of
     client.set(key, f"{seconds * 1000 + micros // 1000}-0", nx=True)
     value: Any = client.get(key)
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return text(value)
 
 
 class SinkDispatcher:
@@ -112,7 +113,7 @@ class SinkDispatcher:
     def __init__(self, bus: Bus, client: redis.Redis, *, concurrency: int = 16,
                  result_ttl: int = DEFAULT_RESULT_TTL_S) -> None:
         self.bus = bus
-        self.keys = Keys(bus.config.prefix)
+        self.keys = bus.config.keys
         self.queue = sink_queue(client, self.keys)
         self.concurrency = concurrency
         self.result_ttl = result_ttl

@@ -47,7 +47,6 @@ from mozaiks_bus._version import __version__
 from mozaiks_bus.connection import create_sync_client
 from mozaiks_bus.errors import ConfigError, InvalidEvent
 from mozaiks_bus.event import Event
-from mozaiks_bus.keys import Keys
 from mozaiks_bus.retry import RetryPolicy
 from mozaiks_bus.settings import BusSettings, SinkConfig, load_settings
 from mozaiks_bus.sinks.circuit import CircuitBreaker
@@ -79,7 +78,7 @@ class SinkRuntime:
     def __init__(self, settings: BusSettings, client: redis.Redis) -> None:
         self.settings = settings
         self.client = client
-        self.keys = Keys(settings.prefix)
+        self.keys = settings.keys
         self.breaker = CircuitBreaker(client, self.keys)
         self.http = httpx.Client(
             follow_redirects=False, trust_env=False, headers={"User-Agent": USER_AGENT},

@@ -53,7 +53,7 @@ from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
 from rq.utils import now
 
-from mozaiks_bus.keys import Keys
+from mozaiks_bus.connection import text
 from mozaiks_bus.retry import RetryPolicy
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.sinks.config import find_sink
@@ -62,16 +62,11 @@ from mozaiks_bus.sinks.dispatcher import DEFAULT_RESULT_TTL_S, sink_queue
 from mozaiks_bus.sinks.policy import redact
 from mozaiks_bus.sinks.state import record_attempt
 
-__all__ = ["CHILD_POLL_S", "Reconciler", "SweepReport", "worker_prefix"]
+__all__ = ["CHILD_POLL_S", "Reconciler", "SweepReport"]
 
 logger = logging.getLogger("mozaiks_bus.sinks")
 CHILD_POLL_S = 0.2
 STALE_PENDING_S = 120.0
-
-
-def worker_prefix(keys: Keys) -> str:
-    """The name prefix of every sink worker process of this install."""
-    return f"{keys.prefix}.sinkworker."
 
 
 @dataclass(slots=True)
@@ -92,7 +87,7 @@ class Reconciler:
                  result_ttl: int = DEFAULT_RESULT_TTL_S) -> None:
         self.client = client
         self.settings = settings
-        self.keys = Keys(settings.prefix)
+        self.keys = settings.keys
         self.queue: Queue = sink_queue(client, self.keys)
         self.dead_after_s = dead_after_s
         self.result_ttl = result_ttl
@@ -135,7 +130,7 @@ class Reconciler:
             return
         jobs = Job.fetch_many([job_id for job_id, _ in entries], connection=self.client,
                               serializer=self.queue.serializer)
-        ours = worker_prefix(self.keys)
+        ours = self.keys.sink_worker_prefix()
         owners = {job.worker_name for job in jobs if job is not None and job.worker_name}
         alive = self._alive(name for name in owners if name.startswith(ours))
         for (job_id, execution_id), job in zip(entries, jobs, strict=True):
@@ -205,7 +200,7 @@ class Reconciler:
             key = self.keys.sink_pending(sink.name)
             rows: Any = self.client.zrangebyscore(key, "-inf", cutoff, start=0, num=100)
             for raw in rows:
-                job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+                job_id = text(raw)
                 if not Job.exists(job_id, connection=self.client):
                     self.client.zrem(key, job_id)
                     report.stale_pending += 1
@@ -213,9 +208,9 @@ class Reconciler:
     def _release_scheduler_lock(self, report: SweepReport) -> None:
         lock_key = RQScheduler.get_locking_key(self.queue.name)
         raw: Any = self.client.get(lock_key)
-        owner = raw.decode() if isinstance(raw, bytes) else raw
+        owner = text(raw)
         suffix = ".scheduler"
-        if not owner or not owner.startswith(worker_prefix(self.keys)) \
+        if not owner or not owner.startswith(self.keys.sink_worker_prefix()) \
                 or not owner.endswith(suffix):
             return
         supervisor = owner.removesuffix(suffix)

@@ -23,6 +23,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from mozaiks_bus.connection import text
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.settings import BusSettings, SinkConfig
@@ -103,9 +104,6 @@ def record_skipped(pipe: Pipeline, keys: Keys, sink: str, job_id: str) -> None:
     pipe.zrem(keys.sink_pending(sink), job_id)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 def _state(client: redis.Redis, keys: Keys, sink: SinkConfig) -> SinkState:
     pipe = client.pipeline(transaction=False)
@@ -114,7 +112,7 @@ def _state(client: redis.Redis, keys: Keys, sink: SinkConfig) -> SinkState:
     pipe.zrange(keys.sink_pending(sink.name), 0, 0, withscores=True)
     pipe.xlen(keys.sink_dead_letters(sink.name))
     raw, queued, oldest, dead = pipe.execute()
-    data = {_text(k): _text(v) for k, v in raw.items()}
+    data = {text(k): text(v) for k, v in raw.items()}
     counters = {name: int(data.get(name, 0)) for name in COUNTERS}
 
     def number(name: str) -> float | None:
@@ -140,12 +138,12 @@ def sink_state(client: redis.Redis, settings: BusSettings, name: str) -> SinkSta
     sink = find_sink(settings, name)
     if sink is None:
         raise ConfigError("sink", f"no sink named {name!r} is configured")
-    return _state(client, Keys(settings.prefix), sink)
+    return _state(client, settings.keys, sink)
 
 
 def sink_states(client: redis.Redis, settings: BusSettings) -> list[SinkState]:
     """The state of every configured sink, in configuration order."""
-    keys = Keys(settings.prefix)
+    keys = settings.keys
     return [_state(client, keys, sink) for sink in settings.sinks]
 
 
@@ -153,4 +151,4 @@ def reset_circuit(client: redis.Redis, settings: BusSettings, name: str) -> None
     """Close the circuit of sink ``name`` now (an operator who fixed the endpoint)."""
     if find_sink(settings, name) is None:
         raise ConfigError("sink", f"no sink named {name!r} is configured")
-    CircuitBreaker(client, Keys(settings.prefix)).reset(name)
+    CircuitBreaker(client, settings.keys).reset(name)

@@ -40,20 +40,18 @@ from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event as MpEvent
 from typing import Any
 
-from redis import exceptions as rexc
 from rq import SimpleWorker
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
 from mozaiks_bus.bus import Bus
-from mozaiks_bus.connection import create_sync_client, translate_redis_error
+from mozaiks_bus.connection import REDIS_ERRORS, create_sync_client, translate_redis_error
 from mozaiks_bus.errors import ConfigError
-from mozaiks_bus.keys import Keys
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.sinks.config import check_sinks
 from mozaiks_bus.sinks.dispatcher import DEFAULT_RESULT_TTL_S, SinkDispatcher, sink_queue
 from mozaiks_bus.sinks.job import SinkRuntime, install_runtime
-from mozaiks_bus.sinks.reconcile import CHILD_POLL_S, Reconciler, worker_prefix
+from mozaiks_bus.sinks.reconcile import CHILD_POLL_S, Reconciler
 
 __all__ = ["SinkRQWorker", "SinkWorker", "WorkerOptions", "run_worker"]
 
@@ -133,13 +131,13 @@ def _child_main(settings_data: dict[str, Any], name: str, *, supervisor: str,
         while not stop.wait(options.heartbeat_s):
             try:
                 reconciler.heartbeat(name, pid=os.getpid(), supervisor=supervisor)
-            except (rexc.RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 logger.warning("liveness of %s not refreshed: %s", name, exc)
 
     reconciler.heartbeat(name, pid=os.getpid(), supervisor=supervisor)
     threading.Thread(target=beat, name="liveness", daemon=True).start()
     worker = SinkRQWorker(
-        [sink_queue(client, Keys(settings.prefix))], connection=client, name=name,
+        [sink_queue(client, settings.keys)], connection=client, name=name,
         serializer=JSONSerializer, default_result_ttl=options.result_ttl_s,
         maintenance_interval=options.maintenance_interval_s, log_job_description=False,
     )
@@ -148,7 +146,7 @@ def _child_main(settings_data: dict[str, Any], name: str, *, supervisor: str,
         worker.work(logging_level=options.rq_log_level, with_scheduler=False)
     finally:
         stop.set()
-        with contextlib.suppress(rexc.RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             reconciler.forget(name)
         runtime.close()
 
@@ -176,8 +174,8 @@ class SinkWorker:
         self.settings = settings
         self.options = options or WorkerOptions()
         self.app = app
-        self.keys = Keys(settings.prefix)
-        self.name = f"{worker_prefix(self.keys)}{socket.gethostname()}.{os.getpid()}"
+        self.keys = settings.keys
+        self.name = f"{self.keys.sink_worker_prefix()}{socket.gethostname()}.{os.getpid()}"
         self.client = create_sync_client(url, client_name="mozaiks-bus:sinks")
         self.reconciler = Reconciler(self.client, settings, dead_after_s=self.options.dead_after_s,
                                      result_ttl=self.options.result_ttl_s)
@@ -203,7 +201,7 @@ class SinkWorker:
         try:
             SinkDispatcher(bus, self.client, concurrency=self.options.dispatch_concurrency,
                            result_ttl=self.options.result_ttl_s).register()
-        except (rexc.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise translate_redis_error(exc, action="start the sink worker",
                                         url=self.settings.broker_url) from None
         tasks: list[asyncio.Task[None]] = []
@@ -322,7 +320,7 @@ class SinkWorker:
                 if child.process.exitcode is None:
                     child.process.kill()
                     child.process.join(5.0)
-        with contextlib.suppress(rexc.RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             self._scheduler.release_locks()  # type: ignore[no-untyped-call]
             self._scheduler.register_death()
             self.reconciler.forget(self.name)

@@ -39,6 +39,7 @@ from mozaiks_bus._loop import BusLoop
 from mozaiks_bus.errors import InvalidEvent, MozaiksBusError
 from mozaiks_bus.frames import check_frame_id, envelope_frame, frame_key, resync_notice
 from mozaiks_bus.keys import Keys
+from mozaiks_bus.settings.api import DEFAULT_API_WS_QUEUE_SIZE
 from mozaiks_bus.transports.base import UiTransport
 from mozaiks_bus.ui.inputs import InputCallback, InputRouter
 from mozaiks_bus.ui.stream import ChatStream, SlowConsumer
@@ -46,7 +47,7 @@ from mozaiks_bus.ui.stream import ChatStream, SlowConsumer
 __all__ = ["ChatStream", "InputCallback", "SlowConsumer", "UiHub"]
 
 _SEQUENCED_KINDS = frozenset({"text", "print"})
-DEFAULT_CLIENT_QUEUE = 1000
+DEFAULT_CLIENT_QUEUE = DEFAULT_API_WS_QUEUE_SIZE  # what the API gives each WebSocket
 
 
 class UiHub:

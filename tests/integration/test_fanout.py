@@ -269,7 +269,7 @@ async def test_slow_async_handler_bounds_memory_for_remote_bursts(
     receiver.subscribe("settings_updated", slow)
     async with sender, receiver:
         await receiving(receiver)
-        subscription = receiver._dispatcher.subscriptions[0]
+        subscription = receiver._local.subscriptions[0]
         peak = 0
         for n in range(2000):
             sender.emit("settings_updated", {"user_id": "u", "plugin": "p", "n": n})

@@ -20,7 +20,6 @@ from mozaiks_bus.keys import Keys
 from mozaiks_bus.settings import load_settings
 from mozaiks_bus.sinks import Reconciler, enqueue_delivery, list_dead_letters, sink_queue
 from mozaiks_bus.sinks.job import SinkRuntime, install_runtime
-from mozaiks_bus.sinks.reconcile import worker_prefix
 from mozaiks_bus.sinks.worker import SinkRQWorker
 from tests.integration.sink_support import sync_client
 
@@ -94,7 +93,7 @@ def test_foreign_workers_stale_pending_and_a_dead_supervisors_scheduler_lock(
     # a pending id whose job is gone, and a scheduler lock of a supervisor with no liveness
     client.zadd(keys.sink_pending("s"), {"ghost-job": time.time() - 600})
     lock = RQScheduler.get_locking_key(queue.name)
-    dead_owner = f"{worker_prefix(keys)}host.999.scheduler"
+    dead_owner = f"{keys.sink_worker_prefix()}host.999.scheduler"
     client.set(lock, dead_owner)
 
     report = reconciler.sweep()
@@ -106,7 +105,7 @@ def test_foreign_workers_stale_pending_and_a_dead_supervisors_scheduler_lock(
     assert report.scheduler_locks_released == 1
     assert client.get(lock) is None
 
-    live_owner = f"{worker_prefix(keys)}host.1000"
+    live_owner = f"{keys.sink_worker_prefix()}host.1000"
     reconciler.heartbeat(live_owner, pid=1000)
     client.set(lock, f"{live_owner}.scheduler")
     assert reconciler.sweep().scheduler_locks_released == 0

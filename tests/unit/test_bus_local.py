@@ -142,7 +142,7 @@ async def test_slow_async_handler_is_bounded_by_its_queue_and_drops_oldest() -> 
 
     await bus.start()
     bus.subscribe("a.b", slow)
-    subscription = bus._dispatcher.subscriptions[0]
+    subscription = bus._local.subscriptions[0]
     for n in range(1000):
         bus.emit("a.b", {"n": n})
         max_queued = max(max_queued, subscription.queued)

@@ -17,7 +17,7 @@ from mozaiks_bus.server.auth import (
     is_loopback,
     origin_allowed,
 )
-from mozaiks_bus.server.errors import ApiError
+from mozaiks_bus.server.errors import HttpError
 from mozaiks_bus.server.limits import BodyLimit, json_depth_exceeds, parse_json
 from mozaiks_bus.settings import load_settings
 from mozaiks_bus.settings.api import DEFAULT_API_MAX_BODY_BYTES
@@ -103,15 +103,15 @@ def test_identify_scopes_and_patterns() -> None:
     assert auth.identify(TOKENS["TEST_TOKEN_PUB"] + "x") is None
     request = _request({"Authorization": f"bearer  {TOKENS['TEST_TOKEN_ADMIN']} "})
     assert auth.require(request, "admin").name == "admin"
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(HttpError) as info:
         auth.require(request, "publish")
     assert (info.value.status, info.value.code) == (403, "forbidden")
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(HttpError) as info:
         auth.require(_request(), "admin")
     assert info.value.status == 401
     assert info.value.headers == {"WWW-Authenticate": "Bearer"}
     query = _request(query=f"token={TOKENS['TEST_TOKEN_UI']}")
-    with pytest.raises(ApiError):
+    with pytest.raises(HttpError):
         auth.require(query, "ui")  # a query token only counts on a WebSocket handshake
     assert auth.require(query, "ui", allow_query=True).name == "ui"
 
@@ -121,7 +121,7 @@ def test_open_mode_serves_loopback_clients_only() -> None:
     assert auth.open
     assert auth.require(_request(client="127.0.0.1"), "admin").name == "anonymous"
     assert auth.require(_request(client="::1"), "publish").name == "anonymous"
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(HttpError) as info:
         auth.require(_request(client="10.1.2.3"), "publish")
     assert info.value.status == 401
     assert "loopback" in info.value.message
@@ -179,7 +179,7 @@ def test_json_depth(raw: bytes, limit: int, deep: bool) -> None:
     (b"[" * 40 + b"]" * 40, "too_deep"),
 ])
 def test_parse_json_rejects_with_a_reason(raw: bytes, code: str) -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(HttpError) as info:
         parse_json(raw, max_depth=32)
     assert (info.value.status, info.value.code) == (400, code)
 
@@ -234,7 +234,7 @@ async def test_body_limit_stops_a_chunked_body_at_the_limit() -> None:
     async def send(message: dict[str, Any]) -> None:
         raise AssertionError("the app must not answer")
 
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(HttpError) as info:
         await BodyLimit(app, 4096)({"type": "http", "headers": []}, receive, send)
     assert info.value.status == 413
     assert chunks == 5  # the fifth chunk crossed 4096 bytes; nothing after it was read

@@ -340,3 +340,9 @@ def test_settings_are_frozen() -> None:
     with pytest.raises(ValueError, match="frozen"):
         settings.service = "other"
     assert settings.model_copy(update={"service": "other"}).service == "other"
+
+
+def test_keys_follow_the_prefix_of_a_copy() -> None:
+    settings = load_settings(prefix="first")
+    assert settings.keys.stream("a.b") == "first:stream:{a.b}"
+    assert settings.model_copy(update={"prefix": "second"}).keys.prefix == "second"

@@ -33,10 +33,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from mozaiks_bus.connection import create_async_client, redact_url
+from mozaiks_bus.connection import create_async_client, redact_url, text
 from mozaiks_bus.errors import BrokerUnavailable, InvalidEvent
 from mozaiks_bus.event import Event
-from mozaiks_bus.keys import Keys
 from mozaiks_bus.patterns import compile_pattern
 from mozaiks_bus.routing import RECONNECTED_EVENT, Scope
 from mozaiks_bus.settings import BusSettings
@@ -62,7 +61,7 @@ class RedisTransport:
         self.url = url
         self.settings = settings
         self.stats = stats
-        self.keys = Keys(settings.prefix)
+        self.keys = settings.keys
         self.origin = uuid.uuid4().hex
         self._origin_prefix = f"{self.origin}|".encode()
         self._client: Redis | None = None
@@ -171,7 +170,7 @@ class RedisTransport:
         subscribed = self._subscribed
         if len(subscribed) == 1:
             return True
-        received = pattern.decode() if isinstance(pattern, bytes) else pattern
+        received = text(pattern)
         for candidate in sorted(subscribed):
             if compile_pattern(candidate).matches(type_name):
                 return self.keys.fanout_subscription(candidate) == received

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from mozaiks_bus.errors import InvalidEvent, TransportError
 from mozaiks_bus.event import is_json_safe
-from mozaiks_bus.server.errors import ApiError, invalid
+from mozaiks_bus.server.errors import HttpError, invalid
 from mozaiks_bus.server.events import unavailable
 from mozaiks_bus.server.limits import parse_json
 from mozaiks_bus.server.schemas import (
@@ -46,10 +46,10 @@ def _parse(body: Any) -> UserInputIn | UiToolResponseIn:
         field = ".".join(str(part) for part in first["loc"]) or "body"
         rule = str(first["msg"])
         hint = "send {input_request_id, text} or {event_id, response}"
-        raise ApiError(422, "invalid_request", f"{field}: {rule} ({hint})", field=field,
+        raise HttpError(422, "invalid_request", f"{field}: {rule} ({hint})", field=field,
                        rule=rule) from None
     if isinstance(message, UiToolResponseIn) and not is_json_safe(message.response):
-        raise ApiError(422, "invalid_request", "response: must be plain JSON with finite "
+        raise HttpError(422, "invalid_request", "response: must be plain JSON with finite "
                        "numbers", field="response", rule="must be JSON-serialisable")
     return message
 
@@ -81,6 +81,6 @@ async def submit_input(request: Request) -> InputAck:
     status = "accepted" if accepted else "rejected"
     state.metrics.inputs[(kind, status)] += 1
     if not accepted:
-        raise ApiError(404, "not_pending", f"no pending {kind.replace('_', ' ')} {key!r} "
+        raise HttpError(404, "not_pending", f"no pending {kind.replace('_', ' ')} {key!r} "
                        "(unknown, expired or already answered)")
     return InputAck(kind=kind, id=key, status=status)

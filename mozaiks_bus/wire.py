@@ -1,0 +1,71 @@
+"""JSON and time as they travel: RFC 3339 timestamps, a strict decoder, JSON safety.
+
+Shared by the envelope (:mod:`mozaiks_bus.event`), the ui frames and the HTTP API, so
+every place writes times the same way (UTC, ``Z``, microseconds) and rejects what is
+not JSON the same way (NaN and Infinity are not JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+
+from mozaiks_bus.errors import InvalidEvent
+
+__all__ = ["DECODER", "format_time", "is_json_safe", "parse_time"]
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` suffix and microseconds."""
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def parse_time(value: object) -> datetime:
+    """Parse an RFC 3339 timestamp; a missing offset is an error."""
+    if not isinstance(value, str):
+        raise InvalidEvent("time", "must be an RFC 3339 string", value=value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidEvent("time", "must be an RFC 3339 timestamp", value=value) from None
+    if moment.tzinfo is None:
+        raise InvalidEvent("time", "must carry a UTC offset or 'Z'", value=value)
+    return moment.astimezone(UTC)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # NaN/Infinity are not JSON
+
+
+def is_json_safe(value: object, _depth: int = 0) -> bool:
+    """True when ``value`` is made only of JSON types (no NaN/inf, str keys)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if _depth > 64:
+        return False
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str and not isinstance(key, str):
+                return False
+            item_kind = type(item)
+            if item_kind is str or item_kind is int or item_kind is bool or item is None:
+                continue
+            if not is_json_safe(item, _depth + 1):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        return all(is_json_safe(item, _depth + 1) for item in value)  # type: ignore[attr-defined]
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, str | int):  # subclasses such as str/int enums encode as their base
+        return True
+    if isinstance(value, dict | list | tuple):
+        return is_json_safe(dict(value) if isinstance(value, dict) else list(value), _depth)
+    return False
