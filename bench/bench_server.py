@@ -25,12 +25,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import multiprocessing
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -47,6 +45,7 @@ import redis.asyncio as aredis
 from fastapi import FastAPI, Request
 
 from mozaiks_bus import Bus, load_settings
+from mozaiks_bus._process import die_with_parent
 from mozaiks_bus.ops.redis_server import free_loopback_port
 
 from ._redis import private_redis
@@ -61,10 +60,6 @@ BARE_STREAM = "benchbare:stream:{bench.http}"
 READY_TIMEOUT_S = 30.0
 PHASE_TIMEOUT_S = 60.0
 
-
-def _die_with_parent() -> None:  # in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
 
@@ -101,7 +96,7 @@ class _Server:
             [sys.executable, *args, "--port", str(self.port), "--log-level", "warning"],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
         )
 
     def wait(self, path: str) -> None:

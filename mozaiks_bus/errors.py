@@ -15,6 +15,7 @@ every module and fails on an exception class that is missing here or not in the 
     ├── BusClosed               the bus was stopped and takes no more work
     ├── TransportError          Redis (or another transport) could not do what was asked
     │   ├── BrokerUnavailable   the server could not be reached or the link dropped
+    │   │   └── RedisServerError  (ops.redis_server) a redis-server we start did not start
     │   └── PublishFailed       a confirmed publish was not stored / sent
     ├── SlowConsumer            (ui.stream) a WebSocket client stopped reading
     ├── HttpError               (server.errors) an HTTP answer other than success

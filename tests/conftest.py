@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from ipaddress import ip_address
+from pathlib import Path
 
 import pytest
 
@@ -70,6 +71,17 @@ def redis_url() -> Iterator[str]:
     if not url:
         pytest.skip(NO_REDIS)
     yield _loopback_only(url)
+
+
+@pytest.fixture
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """No MOZAIKS_* variable and a fresh working directory (no ./mozaiks-bus.toml);
+    returns ``monkeypatch`` for the test to set what it needs."""
+    for name in list(os.environ):
+        if name.startswith("MOZAIKS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return monkeypatch
 
 
 @pytest.fixture

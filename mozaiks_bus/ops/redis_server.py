@@ -1,11 +1,19 @@
-"""An embedded Redis for ``mozaiks-bus up`` and ``demo`` when no broker is configured.
+"""The one ``redis-server`` launcher: the embedded Redis of ``up``/``demo``, the tests'
+private servers and the benches' all start through :class:`RedisServerProcess`.
 
-``redis-server`` from PATH is started on a free loopback port with its data in a local
-directory, AOF on (``appendfsync everysec``), ``maxmemory-policy noeviction`` and
-protected mode, so confirmed events survive a restart of the stack on the same data
-directory. Without ``redis-server`` the fallback is ``memory://`` (fakeredis inside
-this process): it works, but nothing survives a restart and other processes cannot
-reach it, which the caller must say loudly.
+A server binds 127.0.0.1 only (protected mode on), on a free port the first time it
+starts and on the same port after a restart, with its data and log in one directory
+(its own temporary one, deleted on :meth:`~RedisServerProcess.close`, unless a
+``data_dir`` is given). ``appendfsync`` turns AOF on (``"always"``: every acknowledged
+write survives a SIGKILL; ``"everysec"``: at most a second is lost); None keeps nothing
+on disk. With ``die_with_parent`` (Linux) the server gets SIGKILL when the process that
+started it dies, so a crashed test or bench leaves nothing behind; a finaliser stops it
+at garbage collection or interpreter exit either way.
+
+:func:`start_embedded_redis` is the ``up``/``demo`` default: ``redis-server`` from PATH
+with AOF ``everysec`` and ``maxmemory-policy noeviction`` in a local directory, else
+``memory://`` (fakeredis in this process: nothing survives a restart, and other
+processes cannot reach it, which the caller must say loudly).
 """
 
 from __future__ import annotations
@@ -16,18 +24,40 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import Literal
 
-import redis
-
+from mozaiks_bus._process import die_with_parent
 from mozaiks_bus.errors import BrokerUnavailable
 
-__all__ = ["EmbeddedRedis", "free_loopback_port", "start_embedded_redis"]
+__all__ = [
+    "EmbeddedRedis",
+    "RedisServerError",
+    "RedisServerProcess",
+    "free_loopback_port",
+    "redis_server_binary",
+    "start_embedded_redis",
+]
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
+AppendFsync = Literal["always", "everysec"]
+
+
+class RedisServerError(BrokerUnavailable):
+    """The server did not start (the message ends with the tail of its log)."""
+
+
+def redis_server_binary() -> str | None:
+    """The ``redis-server`` on PATH, or None."""
+    return shutil.which("redis-server")
 
 
 def free_loopback_port() -> int:
@@ -37,6 +67,175 @@ def free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM (Redis flushes its AOF), wait up to ``timeout``, then SIGKILL."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(STOP_TIMEOUT_S)
+
+
+def _cleanup(procs: list[subprocess.Popen[bytes]], directory: str | None) -> None:
+    for proc in procs:
+        _terminate(proc, STOP_TIMEOUT_S)
+    procs.clear()
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class RedisServerProcess:
+    """One ``redis-server`` process; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        appendfsync: AppendFsync | None = None,
+        extra_args: Sequence[str] = (),
+        die_with_parent: bool = True,
+        binary: str | None = None,
+    ) -> None:
+        found = binary or redis_server_binary()
+        if found is None:
+            raise RedisServerError("redis-server is not on PATH")
+        self.binary = found
+        self.appendfsync = appendfsync
+        self.extra_args = tuple(extra_args)  # e.g. ("--maxmemory-policy", "allkeys-lru")
+        self.die_with_parent = die_with_parent
+        owned = data_dir is None
+        self.dir = Path(tempfile.mkdtemp(prefix="mozaiks-redis-")) if owned \
+            else Path(data_dir).resolve()  # type: ignore[arg-type]
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.dir / "redis.log"
+        self.port: int | None = None
+        self._procs: list[subprocess.Popen[bytes]] = []  # the live one, if any
+        self._finalizer = weakref.finalize(self, _cleanup, self._procs,
+                                           str(self.dir) if owned else None)
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>`` (after the first start)."""
+        if self.port is None:
+            raise RedisServerError("the server was never started")
+        return f"redis://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return bool(self._procs) and self._procs[0].poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while running."""
+        return self._procs[0].pid if self.running else None
+
+    def command(self) -> list[str]:
+        """The command line (the port must be set)."""
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--protected-mode", "yes", "--daemonize", "no", "--save", ""]
+        args += ["--dir", str(self.dir), "--logfile", ""]  # stdout, into log_path
+        if self.appendfsync is None:
+            args += ["--appendonly", "no"]
+        else:
+            args += ["--appendonly", "yes", "--appendfsync", self.appendfsync]
+        return [*args, *self.extra_args]
+
+    def version(self) -> str:
+        """What ``redis-server --version`` prints."""
+        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True,  # noqa: S603
+                             timeout=10, check=False)
+        return out.stdout.strip()
+
+    def start(self) -> RedisServerProcess:
+        """Start the server (a new free port the first time) and wait for PING."""
+        if self.running:
+            return self
+        fixed = self.port is not None
+        for _attempt in range(3):  # a fresh port can be taken between probe and bind
+            if not fixed:
+                self.port = free_loopback_port()
+            try:
+                self._spawn()
+                return self
+            except RedisServerError:
+                if fixed or "Address already in use" not in self.log_tail():
+                    raise
+        raise RedisServerError(f"no free port found\n{self.log_tail()}")
+
+    def _spawn(self) -> None:
+        linux = sys.platform == "linux" and self.die_with_parent
+        with self.log_path.open("ab") as log:  # start-up errors land there too
+            proc = subprocess.Popen(  # noqa: S603  # our own arguments, no shell
+                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent if linux else None,  # noqa: PLW1509
+            )
+        self._procs[:] = [proc]
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self._procs.clear()
+                raise RedisServerError(
+                    f"redis-server exited with {proc.returncode}\n{self.log_tail()}")
+            if self._answers_ping():
+                return
+            time.sleep(0.02)
+        _terminate(proc, 0.5)
+        self._procs.clear()
+        raise RedisServerError(
+            f"redis-server did not answer PING in {START_TIMEOUT_S} s\n{self.log_tail()}")
+
+    def _answers_ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", int(self.port or 0)), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                reply = sock.recv(64)
+        except OSError:
+            return False
+        # "+PONG", or "-NOAUTH" when the extra args set a password: the server is serving.
+        return reply.startswith((b"+PONG", b"-NOAUTH"))
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM (the server flushes its AOF), wait up to ``timeout``, then SIGKILL."""
+        for proc in self._procs:
+            _terminate(proc, timeout)
+        self._procs.clear()
+
+    def kill(self) -> None:
+        """SIGKILL at once, like a crash or an OOM kill."""
+        for proc in self._procs:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT_S)
+        self._procs.clear()
+
+    def restart(self) -> RedisServerProcess:
+        """Stop (if running) and start again on the same port with the same directory."""
+        self.stop()
+        return self.start()
+
+    def close(self) -> None:
+        """Stop the server for good (and delete its directory if it made it)."""
+        self._finalizer()
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` of its log."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return os.linesep.join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> RedisServerProcess:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
 @dataclass
 class EmbeddedRedis:
     """A running embedded Redis (or the in-memory fallback); ``url`` is its broker URL."""
@@ -44,58 +243,27 @@ class EmbeddedRedis:
     url: str
     data_dir: Path | None
     persistent: bool
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    server: RedisServerProcess | None = field(default=None, repr=False)
 
     def stop(self) -> None:
         """Shut the server down (SIGTERM: Redis flushes the AOF), bounded, then SIGKILL."""
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT_S)
+        if self.server is not None:
+            self.server.close()
 
 
 def start_embedded_redis(data_dir: str | os.PathLike[str], *, name: str = "embedded"
                          ) -> EmbeddedRedis:
     """Start ``redis-server`` in ``data_dir`` (created if missing), or fall back to memory.
 
-    Raises :class:`BrokerUnavailable` if the binary exists but the server does not
-    answer PING within ten seconds (the log tail is in the message).
+    Raises :class:`RedisServerError` (a :class:`BrokerUnavailable`) if the binary exists
+    but the server does not answer PING within ten seconds (the log tail is in it).
     """
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if redis_server_binary() is None:
         return EmbeddedRedis(url=f"memory://{name}", data_dir=None, persistent=False)
-    directory = Path(data_dir).resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    port = free_loopback_port()
-    log = directory / "redis.log"
-    command = [
-        binary, "--bind", "127.0.0.1", "--port", str(port), "--protected-mode", "yes",
-        "--dir", str(directory), "--appendonly", "yes", "--appendfsync", "everysec",
-        "--save", "", "--maxmemory-policy", "noeviction", "--daemonize", "no",
-        "--logfile", str(log),
-    ]
-    process = subprocess.Popen(  # noqa: S603  # our own arguments, no shell
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    server = RedisServerProcess(
+        data_dir=data_dir, appendfsync="everysec", die_with_parent=False,
+        extra_args=("--maxmemory-policy", "noeviction"),
     )
-    url = f"redis://127.0.0.1:{port}/0"
-    embedded = EmbeddedRedis(url=url, data_dir=directory, persistent=True, process=process)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
-    try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                break
-            with contextlib.suppress(redis.exceptions.RedisError):
-                if client.ping():
-                    return embedded
-            time.sleep(0.05)
-    finally:
-        client.close()
-    embedded.stop()
-    tail = log.read_text(errors="replace").splitlines()[-10:] if log.exists() else []
-    raise BrokerUnavailable("the embedded redis-server did not start:\n" + "\n".join(tail))
+    server.start()
+    return EmbeddedRedis(url=f"{server.url}/0", data_dir=server.dir, persistent=True,
+                         server=server)

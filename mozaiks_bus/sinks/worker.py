@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
@@ -44,6 +43,7 @@ from rq import SimpleWorker
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
+from mozaiks_bus._process import die_with_parent
 from mozaiks_bus.bus import Bus
 from mozaiks_bus.connection import REDIS_ERRORS, create_sync_client, translate_redis_error
 from mozaiks_bus.errors import ConfigError
@@ -108,9 +108,9 @@ def _setup_logging(level: str) -> None:
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no orphaned workers)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    """SIGKILL this process when its parent dies (no orphaned workers); exit at once if
+    the parent is already gone."""
+    die_with_parent()
     if os.getppid() != parent_pid:
         os._exit(1)
 

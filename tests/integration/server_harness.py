@@ -9,23 +9,23 @@ process (PR_SET_PDEATHSIG). :func:`helper` runs ``tests.integration.server_proc`
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import redis
 
+from mozaiks_bus._process import die_with_parent
 from tests.redis_server import free_port
+from tests.support import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0
@@ -53,16 +53,6 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _die_with_parent() -> None:  # in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-
-
-def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOZAIKS_")}
-    env.update(extra)
-    return env
-
 
 class ServeProcess:
     """One ``mozaiks-bus serve`` on a free loopback port."""
@@ -88,7 +78,7 @@ class ServeProcess:
                  "--log-level", "warning"],
                 cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
             )
         return self
 
@@ -153,7 +143,7 @@ def helper(*args: str, redis_url: str, prefix: str) -> subprocess.Popen[str]:
         [sys.executable, "-m", "tests.integration.server_proc", redis_url, prefix, *args],
         cwd=ROOT, env=clean_env({}), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+        preexec_fn=die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
     )
 
 

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import redis
 
 from mozaiks_bus import Bus, Event, load_settings
 from mozaiks_bus.settings import BusSettings
+from tests.support import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = "mozaiks-bus worker ready"
@@ -65,7 +66,7 @@ class WorkerProcess:
                  options: Mapping[str, Any] | None = None, cli: bool = False) -> None:
         self.config = config
         self.log_path = log_path
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MOZAIKS_")}
+        self.env = clean_env()
         self.env.update(env or {})
         self.env["PYTHONUNBUFFERED"] = "1"
         if cli:
@@ -148,10 +149,3 @@ def publish(settings: BusSettings, type_name: str, datas: list[dict[str, Any]],
 def sync_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url)
 
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -21,17 +20,14 @@ from mozaiks_bus.keys import Keys
 from mozaiks_bus.ops.redis_server import start_embedded_redis
 from mozaiks_bus.sinks.dead_letters import record_dead
 from tests.conftest import MakeRedisServer
+from tests.support import clean_env
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
-    for name in list(os.environ):
-        if name.startswith("MOZAIKS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    return monkeypatch
+def env(isolated_env: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    return isolated_env
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -147,7 +143,7 @@ def test_publish_rejects_bad_input_with_the_field(
 
 
 def test_tail_prints_events_from_another_process(redis_url: str, key_prefix: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOZAIKS_")}
+    env = clean_env()
     env.update(MOZAIKS_BROKER_URL=redis_url, MOZAIKS_BUS_PREFIX=key_prefix)
     tail = subprocess.Popen(
         [sys.executable, "-m", "mozaiks_bus.cli", "tail", "*", "--count", "2", "--timeout", "20"],

@@ -3,19 +3,20 @@ demo checks every step itself and exits 1 if one did not)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 
 import pytest
 
+from tests.support import clean_env
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server on PATH")
 def test_the_demo_runs_every_step() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOZAIKS_")}
+    env = clean_env()
     result = subprocess.run(
         [sys.executable, "-m", "mozaiks_bus.cli", "demo"], env=env, capture_output=True,
         text=True, timeout=240, check=False,

@@ -3,36 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from mozaiks_bus import Bus, Event, load_settings
+from mozaiks_bus import Event
 from mozaiks_bus.durable.consumer import Delivery
 from mozaiks_bus.durable.retention import RetentionKeeper
 from mozaiks_bus.keys import Keys
-from mozaiks_bus.retry import RetryPolicy
+from tests.support import make_bus, wait_for
 
 pytestmark = pytest.mark.integration
-FAST = {
-    "consumer_min_idle_s": 1.0, "consumer_claim_interval_s": 0.2, "consumer_block_ms": 100,
-    "health_check_interval_s": 0.5,
-}
 
 
-def make_bus(url: str, prefix: str, **settings: Any) -> Bus:
-    return Bus(config=load_settings(broker_url=url, prefix=prefix, **{**FAST, **settings}))
-
-
-async def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def notification(n: int) -> dict[str, Any]:
@@ -245,25 +230,3 @@ async def test_hard_cap_losses_are_detected_and_counted(
         gate.set()
     assert bus.stats.get("lost_trimmed") >= 100
     assert "lost" in caplog.text
-
-
-async def test_without_a_broker_a_consumer_is_a_local_subscriber() -> None:
-    bus = Bus()
-    got: list[str] = []
-
-    @bus.consumer("notification.created", group="email")
-    def send(event: Event) -> None:
-        got.append(event.data["notification_id"])
-
-    bus.emit("notification.created", notification(1))
-    assert got == ["n1"]
-
-
-async def test_retry_policy_backs_off_with_full_jitter() -> None:
-    policy = RetryPolicy(base_s=1.0, max_s=8.0)
-    assert [policy.ceiling(n) for n in range(1, 6)] == [1.0, 2.0, 4.0, 8.0, 8.0]
-    delays = [policy.delay(4) for _ in range(200)]
-    assert all(0 <= d <= 8.0 for d in delays)
-    assert max(delays) - min(delays) > 2  # spread, not lockstep
-    assert policy.delay(1, retry_after=5.0) == 5.0
-    assert policy.delay(1, retry_after=3600) == 16.0  # a hostile Retry-After is capped

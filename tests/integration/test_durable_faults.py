@@ -22,35 +22,22 @@ from typing import Any
 import pytest
 import redis
 
-from mozaiks_bus import BrokerUnavailable, Bus, Event, PublishFailed, load_settings
+from mozaiks_bus import BrokerUnavailable, Bus, Event, PublishFailed
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.retry import RetryPolicy
 from tests.integration.durable_proc import calls_key, effects_key
 from tests.redis_server import RedisServer
+from tests.support import make_bus, wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 TYPE = "orders.created"  # unknown to the catalog: any JSON object, durable by override
 GROUP = "billing"
-FAST = {"consumer_min_idle_s": 1.0, "consumer_claim_interval_s": 0.2,
-        "consumer_block_ms": 100, "health_check_interval_s": 0.5}
 
 
 # -- helpers ----------------------------------------------------------------------------
 
 
-def make_bus(url: str, prefix: str, **settings: Any) -> Bus:
-    for name, value in FAST.items():
-        settings.setdefault(name, value)
-    return Bus(config=load_settings(broker_url=url, prefix=prefix, **settings))
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def publish(bus: Bus, n: int, **attrs: Any) -> Event:

@@ -15,27 +15,17 @@ from typing import Any
 import pytest
 import redis
 
-from mozaiks_bus import BrokerUnavailable, Bus, Event, InvalidEvent, PublishFailed, load_settings
+from mozaiks_bus import BrokerUnavailable, Bus, Event, InvalidEvent, PublishFailed
 from mozaiks_bus.compat import EventBus
 from mozaiks_bus.transports.redis import RECONNECTED_EVENT
 from tests.redis_server import RedisServer
+from tests.support import FAST, make_bus, wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-HEALTH_S = 0.5  # health_check_interval_s in these tests: detection bound is 2x this
+HEALTH_S = FAST["health_check_interval_s"]  # the detection bound is 2x this
 
 
-def make_bus(url: str, prefix: str, **settings: Any) -> Bus:
-    settings.setdefault("health_check_interval_s", HEALTH_S)
-    return Bus(config=load_settings(broker_url=url, prefix=prefix, **settings))
-
-
-async def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def receiving(bus: Bus) -> None:

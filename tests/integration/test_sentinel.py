@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,17 +16,14 @@ import redis
 
 from mozaiks_bus import Bus, Event, load_settings
 from tests.conftest import MakeRedisServer
+from tests.redis_server import free_port
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(shutil.which("redis-server") is None,
                                  reason="needs redis-server on PATH")]
 MASTER = "mozaiks"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -66,19 +62,12 @@ def sentinel(tmp_path: Path) -> Iterator[Any]:
         proc.wait(10)
 
 
-def make_bus(sentinel_port: int, prefix: str) -> Bus:
+def sentinel_bus(sentinel_port: int, prefix: str) -> Bus:
     return Bus(config=load_settings(
         broker_url=f"redis+sentinel://127.0.0.1:{sentinel_port}/{MASTER}", prefix=prefix,
         health_check_interval_s=0.5, consumer_block_ms=100, consumer_claim_interval_s=0.2,
         publish_timeout_s=2.0))
 
-
-async def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_every_scope_works_through_sentinel(
@@ -86,7 +75,7 @@ async def test_every_scope_works_through_sentinel(
 ) -> None:
     primary = make_redis_server(appendonly=True)
     port = sentinel(primary.port)
-    sender, receiver = make_bus(port, key_prefix), make_bus(port, key_prefix)
+    sender, receiver = sentinel_bus(port, key_prefix), sentinel_bus(port, key_prefix)
     fanned: list[str] = []
     consumed: list[str] = []
     receiver.subscribe("settings_updated", lambda e: fanned.append(e.id))
@@ -115,7 +104,7 @@ async def test_the_bus_follows_a_failover(
         assert time.monotonic() < deadline, "the replica did not sync"
         await asyncio.sleep(0.05)
     port = sentinel(primary.port)
-    bus = make_bus(port, key_prefix)
+    bus = sentinel_bus(port, key_prefix)
     consumed: list[int] = []
 
     @bus.consumer("orders.created", group="shop")

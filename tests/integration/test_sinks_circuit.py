@@ -7,7 +7,6 @@ and come back (probe, then a ramp) once the endpoint recovers.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,19 +19,13 @@ from tests.integration.sink_support import (
     publish,
     settings_for,
     sync_client,
-    wait_until,
     write_config,
 )
 from tests.integration.sink_target import Reply, Target
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def target() -> Iterator[Target]:
-    server = Target()
-    yield server
-    server.close()
 
 
 def test_breaker_opens_probes_once_reopens_and_closes(redis_url: str, key_prefix: str) -> None:

@@ -27,20 +27,14 @@ from tests.integration.sink_support import (
     publish,
     settings_for,
     sync_client,
-    wait_until,
     write_config,
 )
 from tests.integration.sink_target import Recorded, Reply, Target
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TYPE = "orders.created"
 
-
-@pytest.fixture
-def target() -> Iterator[Target]:
-    server = Target()
-    yield server
-    server.close()
 
 
 @pytest.fixture

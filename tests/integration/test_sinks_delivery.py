@@ -34,21 +34,15 @@ from tests.integration.sink_support import (
     publish,
     settings_for,
     sync_client,
-    wait_until,
     write_config,
 )
 from tests.integration.sink_target import Reply, Target
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 TYPE = "orders.created"
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 
-
-@pytest.fixture
-def target() -> Iterator[Target]:
-    server = Target()
-    yield server
-    server.close()
 
 
 @pytest.fixture

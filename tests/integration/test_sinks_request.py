@@ -21,12 +21,6 @@ SECRET = "whsec_" + base64.b64encode(b"q" * 32).decode()
 ENV = {"TOKEN": "tok-123", "KEY": "key-456", "SECRET": SECRET}
 
 
-@pytest.fixture
-def target() -> Iterator[Target]:
-    server = Target()
-    yield server
-    server.close()
-
 
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:

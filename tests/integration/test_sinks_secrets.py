@@ -13,7 +13,6 @@ import contextlib
 import json
 import secrets
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,20 +27,14 @@ from tests.integration.sink_support import (
     publish,
     settings_for,
     sync_client,
-    wait_until,
     write_config,
 )
 from tests.integration.sink_target import Reply, Target
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 ECHO = ("authorization", "x-api-key", "webhook-signature")
 
-
-@pytest.fixture
-def target() -> Iterator[Target]:
-    server = Target()
-    yield server
-    server.close()
 
 
 def dump_everything(client: redis.Redis) -> bytes:

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import pytest
 
-from mozaiks_bus import Bus, load_settings
+from tests.support import make_bus
 
 pytestmark = pytest.mark.integration
 
-
-def make_bus(url: str, prefix: str, **settings: Any) -> Bus:
-    return Bus(config=load_settings(broker_url=url, prefix=prefix,
-                                    health_check_interval_s=0.5, **settings))
 
 
 async def test_resume_under_concurrent_sends_has_no_gap_and_no_duplicate(

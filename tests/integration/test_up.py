@@ -4,38 +4,25 @@ API, an app's consumer and an HTTP sink, a clean SIGTERM, and data that survives
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.integration.sink_target import Target
+from tests.redis_server import free_port
+from tests.support import clean_env, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 STOP_BOUND_S = 60.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def ready(base: str) -> bool:
@@ -73,7 +60,7 @@ def test_up_runs_the_stack_stops_cleanly_and_keeps_confirmed_events(tmp_path: Pa
         'patterns = ["orders.*"]\nattempts = 3\n',
         encoding="utf-8",
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOZAIKS_")}
+    env = clean_env()
     env.update(MOZAIKS_BUS_CONFIG=str(config), UP_TEST_OUT=str(out))
     port = free_port()
     base = f"http://127.0.0.1:{port}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import importlib
-import os
 from pathlib import Path
 
 import pytest
@@ -118,11 +117,8 @@ def test_exported_names_are_sorted_and_exist(module: str) -> None:
 
 
 @pytest.fixture
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for name in list(os.environ):
-        if name.startswith("MOZAIKS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+def isolated(tmp_path: Path) -> Path:
+    """The test's working directory (tests/unit/conftest.py cleaned MOZAIKS_* and cd'd)."""
     return tmp_path
 
 

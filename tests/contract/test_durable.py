@@ -1,0 +1,175 @@
+"""Durable delivery: ack, retry, dead letter, reclaim, replay; the same on every transport
+that has consumer groups (and, without one, a consumer is a plain local subscriber)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mozaiks_bus import ConfigError, Delivery, Event, RetryPolicy
+from tests.contract.conftest import Backend
+from tests.support import wait_for
+
+TYPE = "orders.created"
+QUICK = RetryPolicy(base_s=0.01, max_s=0.05)
+
+
+async def publish(bus: object, n: int) -> Event:
+    return await bus.publish(TYPE, {"n": n}, durable=True, fanout=False)  # type: ignore[attr-defined]
+
+
+async def test_without_durable_streams_a_consumer_is_a_plain_local_subscriber(
+    backend: Backend,
+) -> None:
+    if backend.can.durable:
+        pytest.skip(f"the {backend.name} transport has durable streams")
+    bus = backend.make_bus()
+    got: list[int] = []
+
+    @bus.consumer(TYPE, group="billing")
+    def bill(event: Event) -> None:
+        got.append(event.data["n"])
+
+    with pytest.raises(ConfigError, match="broker"):  # a Delivery needs durable streams
+        bus.consumer(TYPE, group="tx")(lambda event, delivery: None)
+    with pytest.raises(ConfigError, match="broker"):
+        _ = bus.streams
+    async with bus:
+        await publish(bus, 1)
+    assert got == [1]
+
+
+async def test_a_returning_handler_acks_each_event_once(backend: Backend) -> None:
+    backend.require("durable")
+    publisher, consumer = backend.make_bus(), backend.make_bus()
+    got: list[int] = []
+
+    @consumer.consumer(TYPE, group="billing")
+    async def bill(event: Event) -> None:
+        got.append(event.data["n"])
+
+    async with publisher:
+        for n in range(5):  # published before the group exists: the group starts at 0
+            await publish(publisher, n)
+        async with consumer:
+            for n in range(5, 10):
+                await publish(publisher, n)
+            await wait_for(lambda: len(got) == 10, 5, "ten deliveries")
+            await wait_for(lambda: consumer.stats.get("acked") == 10, 5, "ten acks")
+            info = await consumer.streams.stream(TYPE)
+            await asyncio.sleep(0.3)
+    assert sorted(got) == list(range(10))
+    assert [(group.name, group.pending) for group in info.groups] == [("billing", 0)]
+
+
+async def test_a_raising_handler_is_retried_with_the_same_event(backend: Backend) -> None:
+    backend.require("durable")
+    bus = backend.make_bus()
+    attempts: list[tuple[str, int]] = []
+
+    @bus.consumer(TYPE, group="flaky", retry=QUICK, max_deliveries=5)
+    async def flaky(event: Event, delivery: Delivery) -> None:
+        attempts.append((event.id, delivery.deliveries))
+        if delivery.deliveries < 3:
+            raise RuntimeError("not yet")
+
+    async with bus:
+        sent = await publish(bus, 1)
+        await wait_for(lambda: bus.stats.get("acked") == 1, 5, "the third attempt's ack")
+    assert attempts == [(sent.id, 1), (sent.id, 2), (sent.id, 3)]
+    assert bus.stats.get("retried") == 2
+
+
+async def test_after_max_deliveries_the_event_is_dead_lettered_and_can_be_replayed(
+    backend: Backend,
+) -> None:
+    backend.require("durable")
+    bus = backend.make_bus()
+    healed = False
+    handled: list[str] = []
+
+    @bus.consumer(TYPE, group="poison", retry=QUICK, max_deliveries=2)
+    async def handle(event: Event) -> None:
+        if not healed:
+            raise ValueError("bad data")
+        handled.append(event.id)
+
+    async with bus:
+        sent = await publish(bus, 1)
+        await wait_for(lambda: bus.stats.get("dead_lettered") == 1, 5, "the dead letter")
+        letters = await bus.streams.dead_letters([TYPE])
+        assert [(dl.event["id"], dl.group, dl.deliveries) for dl in letters] == \
+            [(sent.id, "poison", 2)]
+        assert "ValueError: bad data" in letters[0].error
+        healed = True
+        await bus.streams.replay_dead_letter(TYPE, letters[0].id)
+        await wait_for(lambda: handled == [sent.id], 5, "the replayed event")
+        assert await bus.streams.dead_letters([TYPE]) == []
+
+
+async def test_entries_a_stopped_consumer_held_are_reclaimed_by_another(
+    backend: Backend,
+) -> None:
+    backend.require("durable")
+    first = backend.make_bus(consumer_name="first")
+    second = backend.make_bus(consumer_name="second")
+    started = asyncio.Event()
+    release = asyncio.Event()
+    done_by: list[str] = []
+
+    @first.consumer(TYPE, group="work")
+    async def slow(event: Event) -> None:
+        started.set()
+        await release.wait()  # never returns before `first` stops: its entry stays pending
+
+    @second.consumer(TYPE, group="work")
+    async def quick(event: Event) -> None:
+        done_by.append(event.id)
+
+    async with first:
+        sent = await publish(first, 1)
+        await asyncio.wait_for(started.wait(), 5)
+        await first.stop(timeout=0.1)  # hands the entry back, unacked
+    async with second:  # min idle is 1 s in these tests (tests.support.FAST)
+        await wait_for(lambda: done_by == [sent.id], 10, "the reclaim")
+        assert second.stats.get("reclaimed") == 1
+    release.set()
+
+
+async def test_a_group_can_be_replayed_from_an_id(backend: Backend) -> None:
+    backend.require("durable")
+    bus = backend.make_bus()
+    got: list[int] = []
+
+    @bus.consumer(TYPE, group="reports")
+    async def report(event: Event) -> None:
+        got.append(event.data["n"])
+
+    async with bus:
+        for n in range(4):
+            await publish(bus, n)
+        await wait_for(lambda: len(got) == 4, 5, "the first pass")
+        info = await bus.streams.stream(TYPE)
+        third = info.last_id
+        assert third is not None
+        await bus.streams.replay_group(TYPE, "reports", from_id=third)
+        await wait_for(lambda: len(got) == 5, 5, "the replay")
+    assert got == [0, 1, 2, 3, 3]
+
+
+async def test_every_group_gets_every_event(backend: Backend) -> None:
+    backend.require("durable")
+    bus = backend.make_bus()
+    seen: dict[str, list[int]] = {"email": [], "audit": []}
+    for group in seen:
+
+        @bus.consumer(TYPE, group=group)
+        async def handle(event: Event, _group: str = group) -> None:
+            seen[_group].append(event.data["n"])
+
+    async with bus:
+        for n in range(3):
+            await publish(bus, n)
+        await wait_for(lambda: all(len(v) == 3 for v in seen.values()), 5, "both groups")
+    assert seen == {"email": [0, 1, 2], "audit": [0, 1, 2]}
