@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -15,3 +16,10 @@ def target() -> Iterator[Target]:
     server = Target()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="module")
+def prefix() -> str:
+    """A key prefix shared by one module's tests (for module-scoped ``serve`` processes;
+    function-scoped tests use ``key_prefix``)."""
+    return f"m{uuid.uuid4().hex[:8]}"

@@ -32,10 +32,6 @@ pytestmark = pytest.mark.integration
 WAIT_S = 20.0
 
 
-@pytest.fixture(scope="module")
-def prefix() -> str:
-    return f"srv{uuid.uuid4().hex[:8]}"
-
 
 @pytest.fixture(scope="module")
 def servers(redis_url: str, prefix: str) -> Iterator[tuple[ServeProcess, ServeProcess]]:

@@ -34,10 +34,6 @@ MAX_BATCH = 20
 EXAMPLES = 100  # per operation and mode
 
 
-@pytest.fixture(scope="module")
-def prefix() -> str:
-    return f"bad{uuid.uuid4().hex[:8]}"
-
 
 @pytest.fixture(scope="module")
 def server(redis_url: str, prefix: str) -> Iterator[ServeProcess]:

@@ -75,3 +75,19 @@ def test_schema(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(cli, ["schema", "--output", str(out)])
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text(encoding="utf-8")) == schema
+
+
+@pytest.mark.parametrize("wrong_id", ["0198c2e4-6f0a-7cc1-9d1e-3f1f0f4e0a11", "not-an-id"])
+def test_a_wrong_sink_dead_letter_id_gets_one_line_naming_it_and_no_redis_text(
+    runner: CliRunner, tmp_path: Path, memory_url: str, wrong_id: str,
+) -> None:
+    config = tmp_path / "bus.toml"
+    config.write_text(f'broker_url = "{memory_url}"\n[[sinks]]\nname = "email"\n'
+                      'url = "https://email.example/hook"\npatterns = ["notification.*"]\n')
+    result = runner.invoke(cli, ["--config", str(config), "dlq", "replay", "--sink", "email",
+                                 wrong_id])
+    assert result.exit_code != 0
+    assert wrong_id in result.output
+    assert "dead-letter entry id" in result.output
+    assert "Invalid stream ID" not in result.output
+    assert "Traceback" not in result.output
