@@ -19,7 +19,15 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-__all__ = ["BusLoop", "LoopThread", "call_on_loop", "running_loop", "spawn", "until_signalled"]
+__all__ = [
+    "BusLoop",
+    "LoopThread",
+    "call_on_loop",
+    "run_until_signalled",
+    "running_loop",
+    "spawn",
+    "until_signalled",
+]
 
 T = TypeVar("T")
 _LIVE: weakref.WeakSet[LoopThread] = weakref.WeakSet()
@@ -107,6 +115,25 @@ async def until_signalled(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGT
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
+
+
+async def run_until_signalled(start: Callable[[], Awaitable[None]],
+                              stop: Callable[[], Awaitable[None]]) -> None:
+    """``start()``, then wait for SIGINT/SIGTERM, then ``stop()``; a signal that comes
+    while ``start()`` still runs (waiting for Redis) cancels it and stops too."""
+    signalled = asyncio.ensure_future(until_signalled())
+    await asyncio.sleep(0)  # the signal handlers are in place from here on
+    starting = asyncio.ensure_future(start())
+    try:
+        await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()
+            await signalled
+    finally:
+        for task in (starting, signalled):
+            task.cancel()
+        await asyncio.gather(starting, signalled, return_exceptions=True)
+        await stop()
 
 
 def spawn(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any],

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
-from mozaiks_bus._loop import BusLoop, until_signalled
+from mozaiks_bus._loop import BusLoop, run_until_signalled
 from mozaiks_bus.catalog import CATALOG, Catalog
 from mozaiks_bus.durable import DurableRuntime
 from mozaiks_bus.durable.consumer import (
@@ -96,8 +96,8 @@ class Bus:
         self.ui = UiHub(self.transport.ui, self._runner, keys=keys,
                         input_ttl_s=int(config.input_request_ttl_s))
         streams = self.transport.streams
-        self._durable = None if streams is None else \
-            DurableRuntime(streams, config, self.stats)
+        self._durable = None if streams is None else DurableRuntime(
+            streams, config, self.stats, availability=self.transport.availability)
 
     @classmethod
     def from_env(cls) -> Bus:
@@ -306,15 +306,19 @@ class Bus:
     # -- life cycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind to the running loop and connect the transport (idempotent)."""
+        """Bind to the running loop, connect the transport and start the consumers
+        (idempotent). Returns once every consumer has its groups: while Redis does not
+        answer it waits, logging what it waits for, and never fails for that."""
         self._check_open()
         self._runner.bind_running()
         await self._runner.ensure_started()
+        if self._durable is not None:
+            await self._runner.run(self._durable.start())
 
     async def _start_transport(self) -> None:
-        await self.transport.start(self._on_remote)
-        if self._durable is not None:
-            await self._durable.start()
+        await self.transport.start(self._on_remote)  # never fails: its loops retry
+        if self._durable is not None:  # a bus started by emit/publish runs consumers too
+            self._runner.soon(self._durable.start())
 
     @staticmethod
     def _start_failed(exc: Exception) -> None:
@@ -343,12 +347,10 @@ class Bus:
         await self.stop()
 
     async def run(self) -> None:
-        """Start, then run until SIGINT or SIGTERM, then stop (draining in-flight work)."""
-        await self.start()
-        try:
-            await until_signalled()
-        finally:
-            await self.stop()
+        """Start, then run until SIGINT or SIGTERM, then stop (draining in-flight work).
+
+        A signal while start-up still waits for Redis stops it too."""
+        await run_until_signalled(self.start, self.stop)
 
     @property
     def closed(self) -> bool:

@@ -71,9 +71,12 @@ class Backoff:
         self._next = min(ceiling * 2, self.max_s)
         return ceiling * (0.5 + random.random() / 2)  # noqa: S311  # timing, not secrecy
 
-    def reset(self) -> None:
-        """Start again from ``min_s`` (call after a success)."""
+    def reset(self) -> bool:
+        """Start again from ``min_s`` (call after a success); returns whether it had
+        backed off (so a caller can tell a recovery from a plain success)."""
+        backed_off = self._next != self.min_s
         self._next = self.min_s
+        return backed_off
 
     async def sleep(self) -> float:
         """Sleep for :meth:`next_delay`; returns how long."""

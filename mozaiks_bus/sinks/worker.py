@@ -34,6 +34,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event as MpEvent
@@ -44,8 +45,9 @@ from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
 from mozaiks_bus._process import die_with_parent
+from mozaiks_bus.availability import Availability
 from mozaiks_bus.bus import Bus
-from mozaiks_bus.connection import REDIS_ERRORS, create_sync_client, translate_redis_error
+from mozaiks_bus.connection import REDIS_ERRORS, create_sync_client
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.sinks.config import check_sinks
@@ -134,7 +136,10 @@ def _child_main(settings_data: dict[str, Any], name: str, *, supervisor: str,
             except REDIS_ERRORS as exc:
                 logger.warning("liveness of %s not refreshed: %s", name, exc)
 
-    reconciler.heartbeat(name, pid=os.getpid(), supervisor=supervisor)
+    # Redis need not be up yet: wait for it here rather than crash-looping
+    Availability(settings.broker_url).retry_sync(
+        lambda: reconciler.heartbeat(name, pid=os.getpid(), supervisor=supervisor),
+        what=f"RQ worker {name}")
     threading.Thread(target=beat, name="liveness", daemon=True).start()
     worker = SinkRQWorker(
         [sink_queue(client, settings.keys)], connection=client, name=name,
@@ -193,26 +198,18 @@ class SinkWorker:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Run until :meth:`request_stop`, SIGINT or SIGTERM."""
+        """Run until :meth:`request_stop`, SIGINT or SIGTERM.
+
+        Redis need not be up first: start-up waits for it (logging what it waits for,
+        never exiting for that) and can be stopped meanwhile."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._stopping.set)
         bus = Bus(config=self.settings)
-        try:
-            SinkDispatcher(bus, self.client, concurrency=self.options.dispatch_concurrency,
-                           result_ttl=self.options.result_ttl_s).register()
-        except REDIS_ERRORS as exc:
-            raise translate_redis_error(exc, action="start the sink worker",
-                                        url=self.settings.broker_url) from None
         tasks: list[asyncio.Task[None]] = []
         try:
-            self.reconciler.heartbeat(self.name, pid=os.getpid(), role="supervisor")
-            for child in self._children:
-                self._spawn(child)
-            await bus.start()
-            if self.app is not None:
-                await self.app.start()
-            await self._wait_ready()
+            if not await self._until_stopped(self._start(bus)):
+                return
             tasks = [asyncio.create_task(coro) for coro in (
                 self._every(self.options.heartbeat_s, self._beat),
                 self._every(1.0, self._schedule),
@@ -233,6 +230,35 @@ class SinkWorker:
             await asyncio.to_thread(self._shutdown)
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
+
+    async def _start(self, bus: Bus) -> None:
+        availability = bus.transport.availability
+        dispatcher = SinkDispatcher(bus, self.client,
+                                    concurrency=self.options.dispatch_concurrency,
+                                    result_ttl=self.options.result_ttl_s)
+        starts = await availability.retry(lambda: asyncio.to_thread(dispatcher.starts),
+                                          what="the sinks' start positions")
+        dispatcher.register(starts)
+        await availability.retry(lambda: asyncio.to_thread(self._beat), what="the supervisor")
+        for child in self._children:
+            self._spawn(child)
+        await bus.start()
+        if self.app is not None:
+            await self.app.start()
+        await self._wait_ready()
+
+    async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run ``work`` unless a stop comes first; True if it finished."""
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return False
+        task.result()
+        return True
 
     # -- children ---------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ scopes as capabilities, so an injected transport replaces the whole Redis side o
 * ``ui``: a :class:`UiTransport` (per-chat history + live channel, input routing);
   every transport has one (the local one keeps history in this process);
 * ``streams``: the Redis clients of the durable scope, or None when the transport has
-  no durable streams (consumers are then plain local subscribers).
+  no durable streams (consumers are then plain local subscribers);
+* ``availability``: the one :class:`~mozaiks_bus.availability.Availability` its loops,
+  and the bus's durable consumers, report Redis outages to.
 
 Implementations import this module and the core only; the bus never names one.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
+from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import StreamClients
 from mozaiks_bus.event import Event
 from mozaiks_bus.routing import Scope
@@ -81,6 +84,10 @@ class Transport(Protocol):
     @property
     def streams(self) -> StreamClients | None:
         """The durable scope's Redis clients (None: no durable streams here)."""
+
+    @property
+    def availability(self) -> Availability:
+        """Whether the broker answers, as every loop of this transport reports it."""
 
     async def start(self, deliver: RemoteDeliver) -> None:
         """Connect; ``deliver`` is called (on the bus loop) for each remote event."""

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
+from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import StreamClients
 from mozaiks_bus.event import Event
 from mozaiks_bus.routing import Scope
@@ -70,6 +71,7 @@ class LocalTransport:
 
     def __init__(self, *, history_max_len: int = DEFAULT_HISTORY_MAX_LEN) -> None:
         self.ui = LocalUi(history_max_len)
+        self.availability = Availability()  # nothing to wait for: always up
 
     async def start(self, deliver: RemoteDeliver) -> None:
         """Nothing to connect."""

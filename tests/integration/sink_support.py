@@ -78,11 +78,22 @@ class WorkerProcess:
                          str(config), json.dumps(dict(FAST_OPTIONS, **(options or {})))]
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> WorkerProcess:
+    def launch(self) -> WorkerProcess:
+        """Start the process without waiting for it to be ready."""
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
+        return self
+
+    def start(self, timeout: float = 30.0) -> WorkerProcess:
+        """Start the process and wait (bounded) for its ready line."""
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30.0) -> WorkerProcess:
+        """Wait (bounded) until the log has the ready line."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while READY_LINE not in self.log():
             if self.proc.poll() is not None:

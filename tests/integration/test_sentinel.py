@@ -4,7 +4,6 @@ follows a failover (replica promoted after the primary is SIGKILLed)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,11 +15,11 @@ import redis
 
 from mozaiks_bus import Bus, Event, load_settings
 from tests.conftest import MakeRedisServer
-from tests.redis_server import free_port
+from tests.redis_server import free_port, redis_server_binary
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("redis-server") is None,
+              pytest.mark.skipif(redis_server_binary() is None,
                                  reason="needs redis-server on PATH")]
 MASTER = "mozaiks"
 
@@ -40,7 +39,7 @@ def sentinel(tmp_path: Path) -> Iterator[Any]:
             f"sentinel failover-timeout {MASTER} 4000\n"
         )
         procs.append(subprocess.Popen(
-            ["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
+            [str(redis_server_binary()), str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL))
         client = redis.Redis(port=port)
         deadline = time.monotonic() + 10

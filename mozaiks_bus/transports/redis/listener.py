@@ -24,7 +24,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from mozaiks_bus._loop import call_on_loop
-from mozaiks_bus.connection import REDIS_ERRORS, create_async_client, redact_url, text
+from mozaiks_bus.availability import Availability
+from mozaiks_bus.connection import REDIS_ERRORS, create_async_client, text
 from mozaiks_bus.retry import Backoff
 from mozaiks_bus.settings import BusSettings
 
@@ -32,6 +33,7 @@ __all__ = ["PubSubListener"]
 
 logger = logging.getLogger("mozaiks_bus.transports.redis.listener")
 MessageCallback = Callable[[dict[str, Any]], None]
+_WHAT = "the fan-out listener"
 
 
 class PubSubListener:
@@ -40,9 +42,10 @@ class PubSubListener:
 
     def __init__(
         self, url: str, settings: BusSettings, *, on_message: MessageCallback,
-        on_reconnect: Callable[[float], None],
+        on_reconnect: Callable[[float], None], availability: Availability | None = None,
     ) -> None:
         self.url = url
+        self._availability = availability or Availability(url)
         self.settings = settings
         self._on_message = on_message
         self._on_reconnect = on_reconnect
@@ -159,9 +162,7 @@ class PubSubListener:
                 if self._down_since is None:
                     self._down_since = time.monotonic()
                 self.status = "reconnecting"
-                logger.warning("pub/sub listener lost its link to %s: %s",
-                               redact_url(self.url), exc)
-                await backoff.sleep()
+                await self._availability.pause(_WHAT, exc, backoff)
             else:
                 backoff.reset()
 
@@ -189,6 +190,7 @@ class PubSubListener:
 
     def _connected(self) -> None:
         self.status = "receiving"
+        self._availability.found(_WHAT)
         self.last_message_at = time.monotonic()
         if self._down_since is not None:
             down = time.monotonic() - self._down_since

@@ -27,6 +27,7 @@ import hiredis
 from redis.asyncio import Redis
 
 from mozaiks_bus._loop import call_on_loop
+from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.retry import Backoff
@@ -44,14 +45,16 @@ __all__ = ["MAX_BATCH", "Sender"]
 
 logger = logging.getLogger("mozaiks_bus.redis")
 MAX_BATCH = 512
+_WHAT = "the sender"
 
 
 class Sender:
     """Turns buffered and confirmed items into pipelines on one held connection."""
 
     def __init__(self, url: str, *, settings: BusSettings, stats: BusStats, keys: Keys,
-                 origin: str) -> None:
+                 origin: str, availability: Availability) -> None:
         self.url = url
+        self._availability = availability
         self.settings = settings
         self.stats = stats
         self.keys = keys
@@ -180,18 +183,20 @@ class Sender:
             self._wake.clear()
             while batch := self._take_batch():
                 try:
-                    ok = await self._send_batch(batch)
+                    error = await self._send_batch(batch)
                 except Exception as exc:  # the sender must outlive any bug
                     logger.exception("sender: unexpected error; the batch is failed")
                     for item in batch:
                         self._reject(item, exc)
-                    ok = False
-                if ok:
+                    error = exc
+                if error is None:
                     backoff.reset()
+                    self._availability.found(_WHAT)
                 else:
-                    await backoff.sleep()
+                    await self._availability.pause(_WHAT, error, backoff)
 
-    async def _send_batch(self, batch: list[Outgoing]) -> bool:
+    async def _send_batch(self, batch: list[Outgoing]) -> BaseException | None:
+        """Send one batch; returns the error if Redis did not take it (None: sent)."""
         commands: list[tuple[Any, ...]] = []
         firsts: list[int] = []
         kept: list[Outgoing] = []
@@ -206,7 +211,7 @@ class Sender:
             firsts.append(start)
             kept.append(item)
         if not kept:
-            return True
+            return None
         try:
             replies = await self._execute(commands)
         except REDIS_ERRORS as exc:
@@ -218,12 +223,12 @@ class Sender:
             for item in kept:
                 if item.future is not None and not item.future.done():
                     item.future.set_exception(error)
-            return False
+            return error
         self.stats.incr("sent_remote", len(kept))
         for item, first in zip(kept, firsts, strict=True):
             if item.future is not None and not item.future.done():
                 item.future.set_result(replies[first] if first < len(replies) else None)
-        return True
+        return None
 
     async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one write and read every reply (raises on any error).
