@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mozaiks_bus.connection import parse_broker_url, release_memory_server
+from tests.integration.sink_target import Target
 from tests.redis_server import RedisServer, redis_server_binary
 
 NO_REDIS_SERVER = "needs redis-server on PATH (it starts, stops and kills its own server)"
@@ -82,6 +83,14 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.Monk
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return monkeypatch
+
+
+@pytest.fixture
+def target() -> Iterator[Target]:
+    """A real local HTTP server that fails on cue (see :mod:`tests.integration.sink_target`)."""
+    server = Target()
+    yield server
+    server.close()
 
 
 @pytest.fixture

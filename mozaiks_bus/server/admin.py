@@ -21,7 +21,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from mozaiks_bus.errors import InvalidEvent, TransportError
+from mozaiks_bus.durable.streams import is_entry_id
+from mozaiks_bus.errors import InvalidEvent, MozaiksBusError, TransportError
 from mozaiks_bus.event import validate_type
 from mozaiks_bus.server.errors import HttpError, invalid
 from mozaiks_bus.server.events import unavailable
@@ -32,8 +33,9 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["admin"])
 _U64 = 2**64 - 1
-EntryId = Annotated[str, Path(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$",
-                              description="the id in the type's dead-letter stream",
+EntryId = Annotated[str, Path(min_length=1, max_length=256,
+                              description="the dead letter's id in the type's dead-letter "
+                                          "stream, or the id of its event",
                               examples=["1735732800000-0"])]
 TypeName = Annotated[str, Path(max_length=128, examples=["notification.created"])]
 
@@ -52,8 +54,8 @@ def _type(type_name: str) -> str:
 
 
 def _entry(entry_id: str) -> str:
-    """A stream id Redis accepts: both parts fit in 64 bits unsigned."""
-    if any(int(part) > _U64 for part in entry_id.split("-")):
+    """An event id, or a stream id Redis accepts: both parts fit in 64 bits unsigned."""
+    if is_entry_id(entry_id) and any(int(part) > _U64 for part in entry_id.split("-")):
         raise invalid(InvalidEvent("entry_id", "both parts must be at most 2^64-1",
                                    value=entry_id))
     return entry_id
@@ -93,17 +95,20 @@ async def list_dead_letters(
              summary="Replay one dead letter to its group")
 async def replay_dead_letter(request: Request, type: TypeName, entry_id: EntryId
                              ) -> ReplayResult:
-    """Put the dead letter back on its stream for its group only."""
+    """Put the dead letter back on its stream for its group only. Named by an event id,
+    every dead letter of that event (one per group that failed it) is replayed."""
     state = _admin(request)
     name, entry_id = _type(type), _entry(entry_id)
     inspector = state.bus.streams
     try:
-        if await inspector.dead_letter(name, entry_id) is None:
-            raise _missing(name, entry_id)
-        new_id = await inspector.replay_dead_letter(name, entry_id)
+        letters = await inspector.find_dead_letters(name, entry_id)
+        new_ids = [await inspector.replay_dead_letter(name, dl.id) for dl in letters]
     except TransportError as exc:
         raise unavailable(state, f"Redis cannot replay now: {exc}") from None
-    return ReplayResult(replayed=entry_id, type=name, new_id=new_id)
+    except MozaiksBusError:
+        raise _missing(name, entry_id) from None
+    return ReplayResult(replayed=letters[0].id, type=name, new_id=new_ids[0],
+                        replayed_all=[dl.id for dl in letters], new_ids=new_ids)
 
 
 @router.delete("/v1/dead-letters/{type}/{entry_id}", status_code=204,
@@ -112,17 +117,22 @@ async def delete_dead_letter(request: Request, type: TypeName, entry_id: EntryId
     """Delete one dead letter."""
     state = _admin(request)
     name, entry_id = _type(type), _entry(entry_id)
+    inspector = state.bus.streams
     try:
-        removed = await state.bus.streams.delete_dead_letter(name, entry_id)
+        letters = await inspector.find_dead_letters(name, entry_id)
+        removed = [await inspector.delete_dead_letter(name, dl.id) for dl in letters]
     except TransportError as exc:
         raise unavailable(state, f"Redis cannot delete now: {exc}") from None
-    if not removed:
+    except MozaiksBusError:
+        raise _missing(name, entry_id) from None
+    if not any(removed):
         raise _missing(name, entry_id)
     return Response(status_code=204)
 
 
 def _missing(type_name: str, entry_id: str) -> HttpError:
-    return HttpError(404, "not_found", f"no dead letter {entry_id} of {type_name}")
+    return HttpError(404, "not_found", f"{type_name} has no dead letter with entry id or "
+                     f"event id {entry_id!r}")
 
 
 @router.get("/v1/sinks", response_model=SinksOut, responses=ERRORS(401, 403, 503),

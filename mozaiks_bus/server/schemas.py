@@ -187,6 +187,8 @@ class ReplayResult(BaseModel):
     replayed: str
     type: str
     new_id: str
+    replayed_all: list[str] = []  # every dead letter replayed (an event id can name several)
+    new_ids: list[str] = []
 
 
 class SinksOut(BaseModel):

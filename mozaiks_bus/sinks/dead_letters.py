@@ -30,7 +30,8 @@ import redis
 from redis.client import Pipeline
 
 from mozaiks_bus.connection import text
-from mozaiks_bus.errors import ConfigError, InvalidEvent, MozaiksBusError
+from mozaiks_bus.durable.streams import SCAN_PAGE, is_entry_id, matches_dead_letter
+from mozaiks_bus.errors import ConfigError, MozaiksBusError
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.settings import BusSettings, SinkConfig
@@ -41,6 +42,7 @@ __all__ = [
     "SinkDeadLetter",
     "dead_letter",
     "delete_dead_letter",
+    "find_dead_letters",
     "list_dead_letters",
     "purge_dead_letters",
     "record_dead",
@@ -113,22 +115,39 @@ def list_dead_letters(client: redis.Redis, settings: BusSettings, sink: str | No
     return found[:limit]
 
 
-def _entry_id(entry_id: str) -> str:
-    """``entry_id`` if it is a stream id (``<ms>-<seq>``); else InvalidEvent naming it."""
-    millis, dash, seq = entry_id.partition("-")
-    if not (millis.isdigit() and (not dash or seq.isdigit())):
-        raise InvalidEvent("id", "must be a dead-letter entry id like 1700000000000-0 "
-                           "(`mozaiks-bus dlq list --sink NAME` shows them)", value=entry_id)
-    return entry_id
-
-
 def dead_letter(client: redis.Redis, settings: BusSettings, sink: str,
                 entry_id: str) -> SinkDeadLetter | None:
-    """One dead letter of ``sink`` by id, or None."""
+    """One dead letter of ``sink`` by its entry id, or None (also for a non-entry id)."""
     key = settings.keys.sink_dead_letters(_sink(settings, sink).name)
-    _entry_id(entry_id)
+    if not is_entry_id(entry_id):
+        return None
     rows: Any = client.xrange(key, min=entry_id, max=entry_id)
     return _decode(sink, *rows[0]) if rows else None
+
+
+def find_dead_letters(client: redis.Redis, settings: BusSettings, sink: str,
+                      wanted: str) -> list[SinkDeadLetter]:
+    """The dead letters of ``sink`` named by ``wanted``: the entry id, or the event id
+    (the ``Idempotency-Key`` the endpoint saw). Raises :class:`MozaiksBusError` naming
+    both when there is none."""
+    letter = dead_letter(client, settings, sink, wanted)
+    if letter is not None:
+        return [letter]
+    key, end = settings.keys.sink_dead_letters(_sink(settings, sink).name), "+"
+    found: list[SinkDeadLetter] = []
+    while True:
+        rows: Any = client.xrevrange(key, max=end, count=SCAN_PAGE)
+        for entry_id, fields in rows:
+            letter = _decode(sink, entry_id, fields)
+            if matches_dead_letter(wanted, letter.id, letter.event):
+                found.append(letter)
+        if len(rows) < SCAN_PAGE:
+            break
+        end = f"({text(rows[-1][0])}"
+    if not found:
+        raise MozaiksBusError(f"sink {sink} has no dead letter with entry id or event id "
+                              f"{wanted!r}")
+    return found
 
 
 def replay_dead_letter(client: redis.Redis, settings: BusSettings, sink: str,
@@ -137,7 +156,7 @@ def replay_dead_letter(client: redis.Redis, settings: BusSettings, sink: str,
     config = _sink(settings, sink)
     letter = dead_letter(client, settings, sink, entry_id)
     if letter is None:
-        raise MozaiksBusError(f"sink {sink} has no dead letter {entry_id}")
+        raise MozaiksBusError(f"sink {sink} has no dead letter with entry id {entry_id!r}")
     keys = settings.keys
     event = Event.from_dict(letter.event)
     job_id, _ = enqueue_delivery(sink_queue(client, keys), keys, config, event,
@@ -157,7 +176,7 @@ def delete_dead_letter(client: redis.Redis, settings: BusSettings, sink: str,
                        entry_id: str) -> bool:
     """Delete one dead letter; False if it was not there."""
     key = settings.keys.sink_dead_letters(_sink(settings, sink).name)
-    return bool(client.xdel(key, _entry_id(entry_id)))
+    return is_entry_id(entry_id) and bool(client.xdel(key, entry_id))
 
 
 def purge_dead_letters(client: redis.Redis, settings: BusSettings, sink: str) -> int:

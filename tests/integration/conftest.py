@@ -3,19 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
-
-from tests.integration.sink_target import Target
-
-
-@pytest.fixture
-def target() -> Iterator[Target]:
-    """A real local HTTP server that fails on cue (see :mod:`tests.integration.sink_target`)."""
-    server = Target()
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="module")

@@ -228,3 +228,48 @@ def test_sink_dead_letters_and_state_through_the_cli(
     assert "deleted 1" in out
     code, out = invoke("dlq", "list", "--sink", "email", "--json")
     assert json.loads(out) == []
+
+
+def test_dlq_takes_the_event_id_for_streams_and_sinks_and_names_a_wrong_id(
+    redis_url: str, key_prefix: str, env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "bus.toml"
+    config.write_text(f'broker_url = "{redis_url}"\nprefix = "{key_prefix}"\n[[sinks]]\n'
+                      'name = "email"\nurl = "https://mail.example/hook"\n'
+                      'patterns = ["notification.*"]\n')
+    env.setenv("MOZAIKS_BUS_CONFIG", str(config))
+    keys = Keys(key_prefix)
+    event = Event.create("notification.created", {"x": 1}, source="t")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.sadd(keys.stream_index(), "notification.created")
+        for group in ("email", "audit"):  # one event dead-lettered by two groups
+            client.xadd(keys.dead_letter_stream("notification.created"), {
+                "e": event.to_json(), "error": "boom", "group": group, "deliveries": 5,
+                "dead_at": int(time.time() * 1000), "source_id": "1-0", "consumer": "c"})
+        pipe = client.pipeline(transaction=True)
+        record_dead(pipe, keys, "email", job_id="job-1", event_json=event.to_json(),
+                    error="HTTP 400", status=400, attempts=1)
+        pipe.execute()
+
+        code, out = invoke("dlq", "list", "--type", "notification.created", event.id, "--json")
+        assert code == 0, out
+        assert sorted(dl["group"] for dl in json.loads(out)) == ["audit", "email"]
+        code, out = invoke("dlq", "replay", "notification.created", event.id)
+        assert (code, "replayed 2" in out) == (0, True), out
+        replayed = client.xrange(keys.stream("notification.created"))
+        assert sorted(fields[b"g"] for _, fields in replayed) == [b"audit", b"email"]
+        code, out = invoke("dlq", "replay", "email", event.id, "--sink")
+        assert (code, "replayed 1" in out) == (0, True), out
+
+        for args in (("notification.created", event.id), ("email", "no-such-id", "--sink"),
+                     ("notification.created", "12-34")):
+            code, out = invoke("dlq", "replay", *args)
+            assert code != 0
+            lines = [line for line in out.splitlines() if line.strip()]
+            assert len(lines) == 1, out
+            assert args[1] in lines[0]
+            assert "entry id or event id" in lines[0]
+            assert "Invalid stream ID" not in out
+    finally:
+        client.close()

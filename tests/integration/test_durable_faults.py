@@ -9,7 +9,6 @@ fast; every wait is bounded.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import threading
@@ -23,11 +22,12 @@ import pytest
 import redis
 
 from mozaiks_bus import BrokerUnavailable, Bus, Event, PublishFailed
+from mozaiks_bus.connection import text
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.retry import RetryPolicy
 from tests.integration.durable_proc import calls_key, effects_key
 from tests.redis_server import RedisServer
-from tests.support import make_bus, wait_for
+from tests.support import clean_env, make_bus, wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,10 +55,6 @@ async def publish_many(bus: Bus, count: int, publishers: int = 64) -> list[str]:
 
     await asyncio.gather(*(worker() for _ in range(publishers)))
     return ids
-
-
-def text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class Admin:
@@ -131,7 +127,7 @@ class Proc:
             [sys.executable, "-m", "tests.integration.durable_proc", url, prefix, TYPE, *args],
             cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            env={k: v for k, v in os.environ.items() if not k.startswith("MOZAIKS_")},
+            env=clean_env(),
         )
         self.out: list[str] = []
         self.err: list[str] = []

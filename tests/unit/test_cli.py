@@ -88,6 +88,7 @@ def test_a_wrong_sink_dead_letter_id_gets_one_line_naming_it_and_no_redis_text(
                                  wrong_id])
     assert result.exit_code != 0
     assert wrong_id in result.output
-    assert "dead-letter entry id" in result.output
+    assert "no dead letter with entry id or event id" in result.output
+    assert len(result.output.strip().splitlines()) == 1
     assert "Invalid stream ID" not in result.output
     assert "Traceback" not in result.output
