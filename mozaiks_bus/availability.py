@@ -25,8 +25,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from mozaiks_bus.connection import REDIS_ERRORS, redact_url
+from mozaiks_bus.connection import redact_url
 from mozaiks_bus.errors import BrokerUnavailable
+from mozaiks_bus.redis_errors import REDIS_ERRORS
 from mozaiks_bus.retry import Backoff
 
 __all__ = ["REPEAT_LOG_S", "RETRYABLE", "Availability"]

@@ -11,21 +11,16 @@ Accepted broker URLs (anything else raises :class:`ConfigError` naming these):
   master of ``service_name`` as Sentinel reports it, followed across failover. The
   credentials are for the master; sentinels are reached without auth (port 26379 if none).
 
-Passwords never appear in a message: :func:`redact_url` masks them, and translated errors
-scrub them. Every ``redis.exceptions.RedisError`` or ``OSError`` crossing
-:func:`redis_errors` becomes :class:`BrokerUnavailable` (the server cannot be reached or
-cannot serve now: connection, timeout, loading, READONLY after a failover, cluster down)
-or :class:`TransportError` (the server refused the command; its message is kept). Clients
-retry a dropped connection ``retries`` times with short jittered backoff, then raise.
+Passwords never appear in a message: :func:`redact_url` masks them, and
+:mod:`mozaiks_bus.redis_errors` (the one boundary where redis-py errors are translated)
+scrubs them with :func:`secrets_in`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 import threading
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypedDict, Unpack, cast
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
@@ -33,7 +28,6 @@ from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 import fakeredis
 import redis
 import redis.asyncio as aioredis
-import redis.exceptions as rexc
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import ExponentialWithJitterBackoff
@@ -41,25 +35,20 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from mozaiks_bus import names
-from mozaiks_bus.errors import BrokerUnavailable, ConfigError, MozaiksBusError, TransportError
+from mozaiks_bus.errors import ConfigError
 
 __all__ = [
-    "REDIS_ERRORS",
     "SCHEMES",
     "BrokerUrl",
     "ClientOptions",
     "StreamClients",
     "create_async_client",
     "create_sync_client",
-    "is_busygroup",
-    "is_group_vanished",
     "parse_broker_url",
-    "ping",
     "redact_url",
-    "redis_errors",
     "release_memory_server",
+    "secrets_in",
     "text",
-    "translate_redis_error",
 ]
 
 SCHEMES = ("redis", "rediss", "unix", "memory", "redis+sentinel")
@@ -67,13 +56,6 @@ _SCHEME_RULE = "must start with one of " + ", ".join(f"{s}://" for s in SCHEMES)
 # a query option whose name says it holds a secret: password, sentinel_password, token...
 _SECRET_QUERY_RE = re.compile(r"([?&][^=&#]*(?:pass|secret|token|key)[^=&#]*=)([^&#]*)",
                               re.IGNORECASE)
-# "cannot serve now, try later": a lost link, a timeout, a loading or read-only replica
-# (READONLY right after a failover), a cluster slot moving or down.
-_UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.ReadOnlyError, OSError)
-_UNAVAILABLE_REPLIES = (rexc.ClusterDownError, rexc.TryAgainError)
-REDIS_ERRORS: tuple[type[BaseException], ...] = (rexc.RedisError, OSError)
-"""What a Redis call can raise for Redis's (or the network's) reasons: the one tuple
-every ``except`` around a redis-py call names."""
 _Fail = Callable[[str], ConfigError]
 
 
@@ -108,7 +90,8 @@ def redact_url(url: str) -> str:
     return head + sep + _SECRET_QUERY_RE.sub(r"\1***", rest)
 
 
-def _secrets(url: str) -> set[str]:
+def secrets_in(url: str) -> set[str]:
+    """The password-like parts of ``url`` (raw and percent-decoded), to scrub from text."""
     rest = url.partition("://")[2] or url
     userinfo, at, _ = rest.rpartition("@")
     found = {userinfo.partition(":")[2] or userinfo} if at else set()
@@ -300,39 +283,6 @@ def create_sync_client(url: str, **options: Unpack[ClientOptions]) -> redis.Redi
     return client
 
 
-def translate_redis_error(
-    exc: BaseException, *, action: str, url: str | None = None
-) -> MozaiksBusError:
-    """The mozaiks-bus error for ``exc``, raised while doing ``action`` on ``url``."""
-    if isinstance(exc, MozaiksBusError):
-        return exc
-    detail = str(exc) or type(exc).__name__
-    for secret in _secrets(url) if url else ():
-        detail = detail.replace(secret, "***")
-    where = f" at {redact_url(url)}" if url else ""
-    if isinstance(exc, _UNAVAILABLE + _UNAVAILABLE_REPLIES):
-        return BrokerUnavailable(f"{action}: Redis{where} is unavailable: {detail}")
-    if isinstance(exc, rexc.ResponseError):
-        return TransportError(f"{action}: Redis{where} replied with an error: {detail}")
-    return TransportError(f"{action}: Redis{where} failed: {type(exc).__name__}: {detail}")
-
-
-@contextlib.asynccontextmanager
-async def redis_errors(action: str, url: str | None = None) -> AsyncIterator[None]:
-    """Re-raise redis-py and socket errors inside as translated mozaiks-bus errors.
-
-    ``async with redis_errors("publish", url): ...``, or ``@redis_errors("publish")`` on
-    an async function. The original error is kept as ``__cause__``. (Sync code calls
-    :func:`translate_redis_error` in its own ``except``.)
-    """
-    try:
-        yield
-    except MozaiksBusError:
-        raise
-    except REDIS_ERRORS as exc:
-        raise translate_redis_error(exc, action=action, url=url) from exc
-
-
 class StreamClients(Protocol):
     """The Redis clients of the durable scope, as a transport provides them.
 
@@ -359,23 +309,3 @@ def text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode()
     return value if isinstance(value, str) else str(value)
-
-
-def is_busygroup(exc: BaseException) -> bool:
-    """True if ``exc`` is Redis's reply to creating a consumer group that exists."""
-    return isinstance(exc, rexc.ResponseError) and str(exc).startswith("BUSYGROUP")
-
-
-def is_group_vanished(exc: BaseException) -> bool:
-    """True for NOGROUP, or Redis 7's reply to a blocked read whose stream was deleted."""
-    message = str(exc)
-    return isinstance(exc, rexc.ResponseError) and (
-        "NOGROUP" in message or message.startswith("UNBLOCKED"))
-
-
-async def ping(client: aioredis.Redis, *, url: str | None = None) -> float:
-    """Round-trip time of one PING in seconds; BrokerUnavailable if it fails."""
-    async with redis_errors("ping", url):
-        started = time.perf_counter()
-        await client.ping()
-        return time.perf_counter() - started

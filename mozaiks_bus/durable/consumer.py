@@ -46,7 +46,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from mozaiks_bus.availability import Availability
-from mozaiks_bus.connection import REDIS_ERRORS, is_group_vanished, text
+from mozaiks_bus.connection import text
 from mozaiks_bus.durable._permits import Permits
 from mozaiks_bus.durable.janitor import Janitor
 from mozaiks_bus.durable.retries import RetryTimer
@@ -57,6 +57,7 @@ from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.local import handler_name, is_async_callable
 from mozaiks_bus.patterns import compile_pattern
+from mozaiks_bus.redis_errors import REDIS_ERRORS, is_group_vanished
 from mozaiks_bus.retry import Backoff, RetryPolicy
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.stats import BusStats

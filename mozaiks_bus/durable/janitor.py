@@ -24,10 +24,11 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from mozaiks_bus.connection import REDIS_ERRORS, is_group_vanished, text
+from mozaiks_bus.connection import text
 from mozaiks_bus.durable._permits import Permits
 from mozaiks_bus.durable.settle import HeldEntries
 from mozaiks_bus.keys import Keys
+from mozaiks_bus.redis_errors import REDIS_ERRORS, is_group_vanished
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.stats import BusStats
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from mozaiks_bus.connection import REDIS_ERRORS
 from mozaiks_bus.durable._permits import Permits
 from mozaiks_bus.durable.settle import Entry, HeldEntries
+from mozaiks_bus.redis_errors import REDIS_ERRORS
 
 __all__ = ["RetryTimer"]
 

@@ -21,10 +21,10 @@ from typing import Any
 from redis import exceptions as rexc
 from redis.asyncio import Redis
 
-from mozaiks_bus.connection import REDIS_ERRORS
 from mozaiks_bus.durable.streams import dead_letter_fields, decode_entry
 from mozaiks_bus.errors import InvalidEvent
 from mozaiks_bus.keys import ENTRY_EVENT, Keys
+from mozaiks_bus.redis_errors import REDIS_ERRORS
 from mozaiks_bus.stats import BusStats
 
 __all__ = ["Entry", "HeldEntries", "Settler"]

@@ -22,10 +22,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from mozaiks_bus.connection import is_busygroup, redis_errors, text
+from mozaiks_bus.connection import text
 from mozaiks_bus.errors import InvalidEvent, MozaiksBusError
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import ENTRY_EVENT, ENTRY_GROUP, Keys
+from mozaiks_bus.redis_errors import is_busygroup, redis_errors
 
 __all__ = [
     "SCAN_PAGE",

@@ -22,12 +22,8 @@ from urllib.parse import urlsplit
 
 import redis
 
-from mozaiks_bus.connection import (
-    REDIS_ERRORS,
-    create_sync_client,
-    redact_url,
-    translate_redis_error,
-)
+from mozaiks_bus.connection import create_sync_client, redact_url
+from mozaiks_bus.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.settings import BusSettings
 
 __all__ = ["Check", "run_checks"]

@@ -28,8 +28,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from mozaiks_bus.connection import redis_errors, text
+from mozaiks_bus.connection import text
 from mozaiks_bus.keys import Keys
+from mozaiks_bus.redis_errors import redis_errors
 
 __all__ = ["Claims", "DedupeClaims", "digest"]
 

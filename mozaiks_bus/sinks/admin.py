@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import redis
 
-from mozaiks_bus.connection import REDIS_ERRORS, create_sync_client, translate_redis_error
+from mozaiks_bus.connection import create_sync_client
 from mozaiks_bus.errors import ConfigError
+from mozaiks_bus.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.settings import BusSettings
 
 __all__ = ["admin_client"]

@@ -47,8 +47,9 @@ from rq.serializers import JSONSerializer
 from mozaiks_bus._process import die_with_parent
 from mozaiks_bus.availability import Availability
 from mozaiks_bus.bus import Bus
-from mozaiks_bus.connection import REDIS_ERRORS, create_sync_client
+from mozaiks_bus.connection import create_sync_client
 from mozaiks_bus.errors import ConfigError
+from mozaiks_bus.redis_errors import REDIS_ERRORS
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.sinks.config import check_sinks
 from mozaiks_bus.sinks.dispatcher import DEFAULT_RESULT_TTL_S, SinkDispatcher, sink_queue

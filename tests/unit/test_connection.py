@@ -15,13 +15,9 @@ from mozaiks_bus.connection import (
     BrokerUrl,
     create_async_client,
     create_sync_client,
-    is_busygroup,
     parse_broker_url,
-    ping,
     redact_url,
-    redis_errors,
     release_memory_server,
-    translate_redis_error,
 )
 from mozaiks_bus.errors import (
     BrokerUnavailable,
@@ -30,6 +26,7 @@ from mozaiks_bus.errors import (
     MozaiksBusError,
     TransportError,
 )
+from mozaiks_bus.redis_errors import is_busygroup, ping, redis_errors, translate_redis_error
 
 SECRET = "hunter2-S3cret"
 
@@ -380,12 +377,23 @@ def test_unreachable_or_not_serving_is_broker_unavailable(exc: BaseException) ->
     assert SECRET not in str(error)
 
 
-def test_a_refused_command_is_a_transport_error_with_the_server_message() -> None:
-    exc = rexc.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
-    error = translate_redis_error(exc, action="xadd")
+@pytest.mark.parametrize(("reply", "code", "meaning"), [
+    ("WRONGTYPE Operation against a key holding the wrong kind of value", "WRONGTYPE",
+     "another type of value"),
+    ("OOM command not allowed when used memory > 'maxmemory'.", "OOM", "out of memory"),
+    ("ERR Invalid stream ID specified as stream command argument", "ERR",
+     "refused the command"),
+    ("weird lower-case reply", "ERR", "refused the command"),
+])
+def test_a_refused_command_names_the_code_and_its_meaning_not_the_raw_reply(
+    reply: str, code: str, meaning: str,
+) -> None:
+    error = translate_redis_error(rexc.ResponseError(reply), action="xadd")
     assert type(error) is TransportError
-    assert "WRONGTYPE Operation against a key holding the wrong kind of value" in str(error)
+    assert f"({code})" in str(error)
+    assert meaning in str(error)
     assert "xadd" in str(error)
+    assert reply not in str(error)
 
 
 @pytest.mark.parametrize(

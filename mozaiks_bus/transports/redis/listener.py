@@ -25,7 +25,8 @@ from redis.asyncio.client import PubSub
 
 from mozaiks_bus._loop import call_on_loop
 from mozaiks_bus.availability import Availability
-from mozaiks_bus.connection import REDIS_ERRORS, create_async_client, text
+from mozaiks_bus.connection import create_async_client, text
+from mozaiks_bus.redis_errors import REDIS_ERRORS
 from mozaiks_bus.retry import Backoff
 from mozaiks_bus.settings import BusSettings
 

@@ -28,8 +28,8 @@ from redis.asyncio import Redis
 
 from mozaiks_bus._loop import call_on_loop
 from mozaiks_bus.availability import Availability
-from mozaiks_bus.connection import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.keys import Keys
+from mozaiks_bus.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.retry import Backoff
 from mozaiks_bus.routing import Scope
 from mozaiks_bus.settings import BusSettings

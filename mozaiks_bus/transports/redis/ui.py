@@ -18,9 +18,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from mozaiks_bus.connection import redis_errors, text
+from mozaiks_bus.connection import text
 from mozaiks_bus.errors import BrokerUnavailable
 from mozaiks_bus.keys import UI_FRAME_FIELD, Keys
+from mozaiks_bus.redis_errors import redis_errors
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.transports.base import ControlHandler, FrameHandler, RouteResult
 from mozaiks_bus.transports.redis.listener import PubSubListener
