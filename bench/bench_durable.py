@@ -48,8 +48,13 @@ from typing import Any, Literal
 import redis.asyncio as aredis
 
 from mozaiks_bus import Bus, Event
+from mozaiks_bus.durable.spec import DEFAULT_CONCURRENCY
 from mozaiks_bus.keys import Keys
-from mozaiks_bus.settings import DEFAULT_STREAM_HARD_MAX_LEN, load_settings
+from mozaiks_bus.settings import (
+    DEFAULT_CONSUMER_BLOCK_MS,
+    DEFAULT_STREAM_HARD_MAX_LEN,
+    load_settings,
+)
 
 from ._redis import private_redis
 from .bench_fanout import machine
@@ -106,8 +111,8 @@ class _Config:
     concurrent_events: int = 20000
     publishers: int = 64
     consume_events: int = 20000
-    concurrency: int = 64
-    block_ms: int = 100
+    concurrency: int = DEFAULT_CONCURRENCY  # what @bus.consumer gives a user
+    block_ms: int = DEFAULT_CONSUMER_BLOCK_MS
     read_count: int = 100
     phase_timeout_s: float = 60.0
 
@@ -315,8 +320,8 @@ def run(
     concurrent_events: int = 20000,
     publishers: int = 64,
     consume_events: int = 20000,
-    concurrency: int = 64,
-    block_ms: int = 100,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    block_ms: int = DEFAULT_CONSUMER_BLOCK_MS,
     read_count: int = 100,
     repeats: int = 3,
     phase_timeout_s: float = 60.0,
@@ -435,9 +440,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrent-events", type=int, default=20000)
     parser.add_argument("--publishers", type=int, default=64)
     parser.add_argument("--consume-events", type=int, default=20000)
-    parser.add_argument("--concurrency", type=int, default=64,
-                        help="mozaiks consumer concurrency")
-    parser.add_argument("--block-ms", type=int, default=100,
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+                        help="mozaiks consumer concurrency (default: the library's)")
+    parser.add_argument("--block-ms", type=int, default=DEFAULT_CONSUMER_BLOCK_MS,
                         help="consumer_block_ms (mozaiks) and BLOCK (raw)")
     parser.add_argument("--read-count", type=int, default=100, help="raw XREADGROUP COUNT")
     parser.add_argument("--repeats", type=int, default=3)

@@ -158,6 +158,7 @@ class Bus:
         *,
         group: str,
         concurrency: int = DEFAULT_CONCURRENCY,
+        prefetch: int | None = None,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
         retry: RetryPolicy | None = None,
         guard: bool = False,
@@ -167,7 +168,9 @@ class Bus:
 
         Return = ack; raise = retry with backoff, then dead letter after
         ``max_deliveries`` (see :mod:`mozaiks_bus.durable.consumer` for the whole
-        contract). ``guard=True`` skips ids the group already finished and makes
+        contract). ``prefetch`` is how many entries it holds at most (read ahead for the
+        ``concurrency`` workers; default four per worker, 32 to 128). ``guard=True``
+        skips ids the group already finished and makes
         ``delivery.tx`` commit with the ack; ``start`` is the stream id a new group
         starts at (``"0"``: everything still in the stream; ``"$"``: only new events).
         Without durable streams (no broker) the handler is a plain local subscriber (no
@@ -177,7 +180,8 @@ class Bus:
         def register(func: ConsumerHandler) -> ConsumerHandler:
             self._check_open()
             spec = ConsumerSpec(
-                pattern, group, func, concurrency=concurrency, max_deliveries=max_deliveries,
+                pattern, group, func, concurrency=concurrency, prefetch=prefetch,
+                max_deliveries=max_deliveries,
                 retry=retry or RetryPolicy(), guard=guard, start=start,
             )
             if self._durable is None:

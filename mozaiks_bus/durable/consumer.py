@@ -23,6 +23,10 @@ Contract of ``@bus.consumer(pattern, group=...)``:
 * **Flushed Redis.** If a group or stream disappears (FLUSHALL, a lost Redis without
   persistence), the group is recreated at ``0`` (availability over failing fast),
   counted (``groups_recreated``) and logged as an error: what was in it is gone.
+* **Prefetch.** A consumer reads ahead: it holds up to ``prefetch`` entries (default
+  four per worker, 32 to 128), handled by ``concurrency`` workers; entries waiting for a
+  worker are held like running ones (heartbeats keep their claim), so a read fetches a
+  batch whatever the concurrency. Lower it for slow handlers shared by many consumers.
 * **Shutdown** stops reading, waits for running handlers (bounded) and hands the rest
   back: their entries stay pending and are reclaimed after the min-idle time.
 
@@ -35,15 +39,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
-import socket
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from redis import exceptions as rexc
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import text
@@ -51,14 +50,23 @@ from mozaiks_bus.durable._permits import Permits
 from mozaiks_bus.durable.janitor import Janitor
 from mozaiks_bus.durable.retries import RetryTimer
 from mozaiks_bus.durable.settle import Entry, HeldEntries, Settler
+from mozaiks_bus.durable.spec import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_DELIVERIES,
+    READ_MAX,
+    ConsumerHandler,
+    ConsumerSpec,
+    Delivery,
+    default_consumer_name,
+    default_prefetch,
+)
 from mozaiks_bus.durable.streams import decode_entry, ensure_group
 from mozaiks_bus.errors import InvalidEvent
 from mozaiks_bus.event import Event
-from mozaiks_bus.keys import Keys
 from mozaiks_bus.local import handler_name, is_async_callable
 from mozaiks_bus.patterns import compile_pattern
 from mozaiks_bus.redis_errors import REDIS_ERRORS, is_group_vanished
-from mozaiks_bus.retry import Backoff, RetryPolicy
+from mozaiks_bus.retry import Backoff
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.stats import BusStats
 
@@ -70,74 +78,11 @@ __all__ = [
     "Delivery",
     "GroupConsumer",
     "default_consumer_name",
+    "default_prefetch",
 ]
 
 logger = logging.getLogger("mozaiks_bus.durable.consumer")
-ConsumerHandler = Callable[..., Any]
-DEFAULT_CONCURRENCY = 4
-DEFAULT_MAX_DELIVERIES = 5
-READ_MAX = 128  # entries one XREADGROUP asks for at most
 _READ_ERROR_BACKOFF = Backoff(min_s=2.0, max_s=2.0)  # a refused read: not a lost link
-
-
-def default_consumer_name(service: str) -> str:
-    """``<service>-<hostname>-<pid>``: unique on a host, stable for the process's life."""
-    return f"{service}-{socket.gethostname()}-{os.getpid()}"
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerSpec:
-    """What ``@bus.consumer`` registered."""
-
-    pattern: str
-    group: str
-    handler: ConsumerHandler
-    concurrency: int = DEFAULT_CONCURRENCY
-    max_deliveries: int = DEFAULT_MAX_DELIVERIES
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    guard: bool = False
-    start: str = "0"
-
-    def __post_init__(self) -> None:
-        compile_pattern(self.pattern)
-        Keys.group(self.group)
-        if self.concurrency < 1:
-            raise InvalidEvent("concurrency", "must be at least 1", value=self.concurrency)
-        if self.max_deliveries < 1:
-            raise InvalidEvent("max_deliveries", "must be at least 1", value=self.max_deliveries)
-
-    @property
-    def wants_delivery(self) -> bool:
-        """Whether the handler takes a second required (Delivery) parameter."""
-        try:
-            params = list(inspect.signature(self.handler).parameters.values())
-        except (TypeError, ValueError):
-            return False
-        required = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                    and p.default is p.empty]
-        return len(required) >= 2
-
-
-@dataclass(slots=True)
-class Delivery:
-    """One delivery of one event to one group (the handler's optional second argument)."""
-
-    event: Event
-    type: str
-    stream_id: str
-    group: str
-    consumer: str
-    deliveries: int
-    _client: Redis
-    _tx: Pipeline | None = None
-
-    @property
-    def tx(self) -> Pipeline:
-        """A MULTI pipeline executed atomically with the ack (keys must share the type's
-        hash tag ``{<type>}`` on Redis Cluster)."""
-        if self._tx is None:
-            self._tx = self._client.pipeline(transaction=True)
-        return self._tx
 
 
 class GroupConsumer:
@@ -157,16 +102,16 @@ class GroupConsumer:
         self._client = client
         self._blocking = blocking_client
         self._pattern = compile_pattern(spec.pattern)
-        self._permits = Permits(spec.concurrency)
+        # what this consumer holds, handled or waiting; reads fetch about half of it
+        self._permits = Permits(spec.held_at_most)
         self._readers: dict[str, asyncio.Task[None]] = {}
-        # the reader's permits bound this queue to about ``concurrency`` entries
         self._work: asyncio.Queue[tuple[Entry, int, bool]] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
         self._busy = 0
         self._held: HeldEntries = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-        self._read_batch = max(1, spec.concurrency // 2)
+        self._read_batch = max(1, spec.held_at_most // 2)
         self._permits.wake_at = self._read_batch
         self._wants_delivery = spec.wants_delivery
         self._is_async = is_async_callable(spec.handler)

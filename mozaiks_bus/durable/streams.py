@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from redis.asyncio import Redis
 
@@ -41,6 +41,7 @@ __all__ = [
     "id_millis",
     "is_entry_id",
     "matches_dead_letter",
+    "scan_page",
 ]
 
 _ERROR_MAX = 2000  # characters of a handler's error kept in a dead letter
@@ -57,6 +58,26 @@ def matches_dead_letter(wanted: str, entry_id: str, event: dict[str, Any]) -> bo
     """A dead letter is named by its entry id or by its event's id (what logs, the
     ``Idempotency-Key`` and ``/v1/sinks`` show)."""
     return wanted == entry_id or wanted == event.get("id")
+
+
+class _Letter(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def event(self) -> dict[str, Any]: ...
+
+
+L = TypeVar("L", bound=_Letter)
+
+
+def scan_page(rows: list[Any], wanted: str, decode: Callable[[Any, Any], L]
+              ) -> tuple[list[L], str | None]:
+    """One ``XREVRANGE ... COUNT SCAN_PAGE`` page: the dead letters ``wanted`` names, and
+    the ``max`` to read the next page from (None: this was the last page)."""
+    found = [letter for letter in (decode(entry_id, fields) for entry_id, fields in rows)
+             if matches_dead_letter(wanted, letter.id, letter.event)]
+    return found, (f"({text(rows[-1][0])}" if len(rows) == SCAN_PAGE else None)
 
 
 def id_millis(entry_id: bytes | str) -> int:
@@ -242,17 +263,14 @@ class StreamInspector:
         letter = await self.dead_letter(type_name, wanted)
         if letter is not None:
             return [letter]
-        key, end = self.keys.dead_letter_stream(type_name), "+"
+        key = self.keys.dead_letter_stream(type_name)
+        end: str | None = "+"
         async with redis_errors("look up dead letters"):
-            while True:
+            while end is not None:
                 rows: Any = await self.client.xrevrange(key, max=end, count=SCAN_PAGE)
-                for entry_id, fields in rows:
-                    letter = _dead_letter(type_name, entry_id, fields)
-                    if matches_dead_letter(wanted, letter.id, letter.event):
-                        found.append(letter)
-                if len(rows) < SCAN_PAGE:
-                    break
-                end = f"({text(rows[-1][0])}"
+                page, end = scan_page(rows, wanted,
+                                      lambda i, f: _dead_letter(type_name, i, f))
+                found.extend(page)
         if not found:
             raise MozaiksBusError(f"{type_name} has no dead letter with entry id or event id "
                                   f"{wanted!r}")

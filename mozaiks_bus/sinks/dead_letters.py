@@ -30,7 +30,7 @@ import redis
 from redis.client import Pipeline
 
 from mozaiks_bus.connection import text
-from mozaiks_bus.durable.streams import SCAN_PAGE, is_entry_id, matches_dead_letter
+from mozaiks_bus.durable.streams import SCAN_PAGE, is_entry_id, scan_page
 from mozaiks_bus.errors import ConfigError, MozaiksBusError
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
@@ -133,17 +133,13 @@ def find_dead_letters(client: redis.Redis, settings: BusSettings, sink: str,
     letter = dead_letter(client, settings, sink, wanted)
     if letter is not None:
         return [letter]
-    key, end = settings.keys.sink_dead_letters(_sink(settings, sink).name), "+"
+    key = settings.keys.sink_dead_letters(_sink(settings, sink).name)
     found: list[SinkDeadLetter] = []
-    while True:
+    end: str | None = "+"
+    while end is not None:
         rows: Any = client.xrevrange(key, max=end, count=SCAN_PAGE)
-        for entry_id, fields in rows:
-            letter = _decode(sink, entry_id, fields)
-            if matches_dead_letter(wanted, letter.id, letter.event):
-                found.append(letter)
-        if len(rows) < SCAN_PAGE:
-            break
-        end = f"({text(rows[-1][0])}"
+        page, end = scan_page(rows, wanted, lambda i, f: _decode(sink, i, f))
+        found.extend(page)
     if not found:
         raise MozaiksBusError(f"sink {sink} has no dead letter with entry id or event id "
                               f"{wanted!r}")

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from mozaiks_bus import ConfigError, Delivery, Event, RetryPolicy
+from mozaiks_bus import ConfigError, Delivery, Event, InvalidEvent, RetryPolicy
 from tests.contract.conftest import Backend
 from tests.support import wait_for
 
@@ -173,3 +173,39 @@ async def test_every_group_gets_every_event(backend: Backend) -> None:
             await publish(bus, n)
         await wait_for(lambda: all(len(v) == 3 for v in seen.values()), 5, "both groups")
     assert seen == {"email": [0, 1, 2], "audit": [0, 1, 2]}
+
+
+async def test_a_consumer_holds_at_most_its_prefetch_and_reads_ahead_of_its_workers(
+    backend: Backend,
+) -> None:
+    backend.require("durable")
+    bus = backend.make_bus()
+    release = asyncio.Event()
+    started: list[int] = []
+
+    @bus.consumer(TYPE, group="slow", concurrency=2, prefetch=10)
+    async def slow(event: Event) -> None:
+        started.append(event.data["n"])
+        await release.wait()
+
+    async with bus:
+        for n in range(50):
+            await publish(bus, n)
+        await wait_for(lambda: len(started) == 2, 5, "both workers busy")
+        await asyncio.sleep(0.5)  # time for any over-read to show
+        info = await bus.streams.stream(TYPE)
+        held = info.groups[0].pending
+        release.set()
+        await wait_for(lambda: len(started) == 50, 10, "every event")
+    assert len(started) == 50
+    assert 2 < held <= 10  # read ahead of the two workers, never beyond the prefetch
+
+
+@pytest.mark.parametrize(("concurrency", "prefetch"), [(4, 3), (4, 129)])
+async def test_a_prefetch_outside_concurrency_to_128_is_refused(
+    backend: Backend, concurrency: int, prefetch: int,
+) -> None:
+    bus = backend.make_bus()
+    with pytest.raises(InvalidEvent) as caught:
+        bus.consumer(TYPE, group="g", concurrency=concurrency, prefetch=prefetch)(print)
+    assert caught.value.field == "prefetch"

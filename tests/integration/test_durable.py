@@ -148,7 +148,7 @@ async def test_inspection_reports_lag_pending_and_oldest_pending_age(
     release = asyncio.Event()
     bus = make_bus(redis_url, key_prefix)
 
-    @bus.consumer("orders.created", group="slow", concurrency=2)
+    @bus.consumer("orders.created", group="slow", concurrency=2, prefetch=2)
     async def slow(event: Event) -> None:
         await release.wait()
 
@@ -161,7 +161,7 @@ async def test_inspection_reports_lag_pending_and_oldest_pending_age(
         group = info.groups[0]
         assert info.length == 5
         assert group.name == "slow"
-        assert group.pending == 2  # concurrency 2: two in flight, three not yet read
+        assert group.pending == 2  # prefetch 2: two held, three not yet read
         assert group.lag == 3
         assert group.oldest_pending_age_s is not None
         assert group.oldest_pending_age_s >= 0.4

@@ -1,0 +1,114 @@
+"""What ``@bus.consumer`` registers: the :class:`ConsumerSpec` and its defaults, and the
+:class:`Delivery` a handler may take as its second argument."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from mozaiks_bus.errors import InvalidEvent
+from mozaiks_bus.event import Event
+from mozaiks_bus.keys import Keys
+from mozaiks_bus.patterns import compile_pattern
+from mozaiks_bus.retry import RetryPolicy
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_MAX_DELIVERIES",
+    "MIN_PREFETCH",
+    "READ_MAX",
+    "ConsumerHandler",
+    "ConsumerSpec",
+    "Delivery",
+    "default_consumer_name",
+    "default_prefetch",
+]
+
+ConsumerHandler = Callable[..., Any]
+DEFAULT_CONCURRENCY = 4
+DEFAULT_MAX_DELIVERIES = 5
+READ_MAX = 128  # entries one XREADGROUP asks for at most
+MIN_PREFETCH = 32
+
+
+def default_prefetch(concurrency: int) -> int:
+    """Entries a consumer holds at most by default: four per worker, at least
+    :data:`MIN_PREFETCH` (so one read fetches a useful batch even for one worker) and at
+    most :data:`READ_MAX`."""
+    return min(READ_MAX, max(MIN_PREFETCH, 4 * concurrency))
+
+
+def default_consumer_name(service: str) -> str:
+    """``<service>-<hostname>-<pid>``: unique on a host, stable for the process's life."""
+    return f"{service}-{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    """What ``@bus.consumer`` registered."""
+
+    pattern: str
+    group: str
+    handler: ConsumerHandler
+    concurrency: int = DEFAULT_CONCURRENCY
+    prefetch: int | None = None  # None: default_prefetch(concurrency)
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    guard: bool = False
+    start: str = "0"
+
+    def __post_init__(self) -> None:
+        compile_pattern(self.pattern)
+        Keys.group(self.group)
+        if self.concurrency < 1:
+            raise InvalidEvent("concurrency", "must be at least 1", value=self.concurrency)
+        if self.prefetch is not None and not self.concurrency <= self.prefetch <= READ_MAX:
+            raise InvalidEvent("prefetch", f"must be from concurrency to {READ_MAX}",
+                               value=self.prefetch)
+        if self.max_deliveries < 1:
+            raise InvalidEvent("max_deliveries", "must be at least 1", value=self.max_deliveries)
+
+    @property
+    def held_at_most(self) -> int:
+        """How many entries one consumer reads ahead and holds (handled or waiting)."""
+        return self.prefetch or default_prefetch(self.concurrency)
+
+    @property
+    def wants_delivery(self) -> bool:
+        """Whether the handler takes a second required (Delivery) parameter."""
+        try:
+            params = list(inspect.signature(self.handler).parameters.values())
+        except (TypeError, ValueError):
+            return False
+        required = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                    and p.default is p.empty]
+        return len(required) >= 2
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One delivery of one event to one group (the handler's optional second argument)."""
+
+    event: Event
+    type: str
+    stream_id: str
+    group: str
+    consumer: str
+    deliveries: int
+    _client: Redis
+    _tx: Pipeline | None = None
+
+    @property
+    def tx(self) -> Pipeline:
+        """A MULTI pipeline executed atomically with the ack (keys must share the type's
+        hash tag ``{<type>}`` on Redis Cluster)."""
+        if self._tx is None:
+            self._tx = self._client.pipeline(transaction=True)
+        return self._tx
