@@ -6,7 +6,7 @@ lower layer, never a higher one nor a sibling package of its own layer:
 0. core: the flat modules, ``settings``, ``catalog`` and the seam ``transports.base``
 1. ``transports``, ``durable``, ``ui``
 2. ``bus``
-3. ``compat``, ``sinks``
+3. ``compat``, ``sinks``, ``testing``
 4. ``server``
 5. ``ops``
 6. ``cli``
@@ -27,7 +27,7 @@ LAYERS: dict[str, int] = {
     "transports.base": 0, "settings": 0, "catalog": 0,
     "transports": 1, "durable": 1, "ui": 1,
     "bus": 2,
-    "compat": 3, "sinks": 3,
+    "compat": 3, "sinks": 3, "testing": 3,
     "server": 4,
     "ops": 5,
     "cli": 6,
