@@ -29,7 +29,7 @@ from mozaiks_bus.server.events import unavailable
 from mozaiks_bus.server.schemas import ERRORS, DeadLettersOut, ReplayResult, SinksOut, StreamsOut
 from mozaiks_bus.server.state import ServerState, get_state
 
-__all__ = ["router"]
+__all__ = ["router", "sink_states_of"]
 
 router = APIRouter(tags=["admin"])
 _U64 = 2**64 - 1
@@ -141,13 +141,14 @@ async def list_sinks(request: Request) -> SinksOut:
     """Every configured sink and its state."""
     state = _admin(request)
     try:
-        sinks = await asyncio.to_thread(_sink_states, state)
+        sinks = await asyncio.to_thread(sink_states_of, state)
     except TransportError as exc:
         raise unavailable(state, f"Redis cannot be read now: {type(exc).__name__}") from None
     return SinksOut(sinks=sinks)
 
 
-def _sink_states(state: ServerState) -> list[dict[str, Any]]:
+def sink_states_of(state: ServerState) -> list[dict[str, Any]]:
+    """Every configured sink's state, JSON-ready (blocking: run it in a thread)."""
     settings = state.settings
     if not settings.sinks or settings.broker_url is None:
         return []

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from mozaiks_bus.durable.streams import StreamInfo
 from mozaiks_bus.errors import MozaiksBusError
 from mozaiks_bus.redis_errors import ping
+from mozaiks_bus.server.admin import sink_states_of
 from mozaiks_bus.server.metrics import CONTENT_TYPE, render
 from mozaiks_bus.server.state import get_state
 
@@ -68,5 +69,13 @@ async def metrics(request: Request) -> Response:
         streams = await asyncio.wait_for(state.bus.streams.streams(), METRICS_STREAMS_TIMEOUT_S)
     except (MozaiksBusError, TimeoutError):
         streams = None
-    body = render(state.metrics, state.bus.stats.snapshot(), streams, state.bus.health())
+    sinks: list[dict[str, Any]] | None = None
+    if state.settings.sinks:
+        try:
+            sinks = await asyncio.wait_for(asyncio.to_thread(sink_states_of, state),
+                                           METRICS_STREAMS_TIMEOUT_S)
+        except (MozaiksBusError, TimeoutError):
+            sinks = None
+    body = render(state.metrics, state.bus.stats.snapshot(), streams, state.bus.health(),
+                  sinks)
     return Response(body, media_type=CONTENT_TYPE)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -196,12 +196,26 @@ def _listener_families(health: Mapping[str, Any]) -> Iterator[Metric]:
                      [([], float(age))])
 
 
+def _sink_families(sinks: Sequence[Mapping[str, Any]] | None) -> Iterator[Metric]:
+    """HTTP sinks as ``/v1/sinks`` shows them (None: not configured, or not readable)."""
+    if sinks is None:
+        return
+    yield _gauge("mozaiks_bus_sink_circuit_open",
+                 "1 while a sink's circuit is open or half-open (no normal traffic)", ["sink"],
+                 [([s["name"]], 0 if s["circuit"]["state"] == "closed" else 1) for s in sinks])
+    yield _gauge("mozaiks_bus_sink_queued", "deliveries queued for a sink", ["sink"],
+                 [([s["name"]], s["queued"]) for s in sinks])
+    yield _gauge("mozaiks_bus_sink_dead_letters", "dead letters of a sink", ["sink"],
+                 [([s["name"]], s["dead_letters"]) for s in sinks])
+
+
 def render(metrics: ServerMetrics, stats: Mapping[str, Any],
            streams: list[StreamInfo] | None,
-           health: Mapping[str, Any] | None = None) -> bytes:
+           health: Mapping[str, Any] | None = None,
+           sinks: Sequence[Mapping[str, Any]] | None = None) -> bytes:
     """The Prometheus text exposition of everything above."""
     families = [*_bus_families(stats), *_stream_families(streams), *_api_families(metrics),
-                *_listener_families(health or {})]
+                *_listener_families(health or {}), *_sink_families(sinks)]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(families))
     return generate_latest(registry)
