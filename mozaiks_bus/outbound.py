@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from mozaiks_bus import tracing
 from mozaiks_bus.catalog import Catalog
 from mozaiks_bus.errors import InvalidEvent
 from mozaiks_bus.event import Event
@@ -47,6 +48,8 @@ class Outbound:
         """A new event from a publish call; ``attrs`` holds event attributes and the
         scope overrides ``fanout``/``durable``/``ui`` (popped here)."""
         overrides = {name: attrs.pop(name, None) for name in ("fanout", "durable", "ui")}
+        if tracing.ENABLED and not attrs.get("traceparent"):
+            attrs["traceparent"] = tracing.new_traceparent(type)
         event = Event.create(type, data, source=self._source, **attrs)
         return self.route(event, **overrides)
 

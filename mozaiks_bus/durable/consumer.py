@@ -44,6 +44,7 @@ from typing import Any
 from redis import exceptions as rexc
 from redis.asyncio import Redis
 
+from mozaiks_bus import tracing
 from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import text
 from mozaiks_bus.durable._permits import Permits
@@ -313,12 +314,12 @@ class GroupConsumer:
 
     async def _call(self, event: Event, delivery: Delivery | None) -> None:
         args: tuple[Any, ...] = (event,) if delivery is None else (event, delivery)
-        if self._is_async:
-            await self.spec.handler(*args)
+        if not tracing.ENABLED:  # no span machinery at all on the hot path
+            await _invoke(self.spec.handler, self._is_async, args)
             return
-        result = await asyncio.to_thread(self.spec.handler, *args)
-        if inspect.isawaitable(result):
-            await result
+        with tracing.span("consumer", f"consume {event.type}", event.type, event.id,
+                          event.traceparent):
+            await _invoke(self.spec.handler, self._is_async, args)
 
     async def _failed(self, entry: Entry, deliveries: int, exc: Exception) -> bool:
         self.stats.incr("consume_failed")
@@ -335,3 +336,13 @@ class GroupConsumer:
         self._retries.schedule(entry, delay)
         self.stats.incr("retried")
         return True
+
+
+async def _invoke(handler: ConsumerHandler, is_async: bool, args: tuple[Any, ...]) -> None:
+    """Call a durable handler: async ones on the loop, sync ones in a worker thread."""
+    if is_async:
+        await handler(*args)
+        return
+    result = await asyncio.to_thread(handler, *args)
+    if inspect.isawaitable(result):
+        await result

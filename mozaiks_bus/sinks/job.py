@@ -43,6 +43,7 @@ import redis
 from rq import Retry, get_current_job
 from rq.job import Job
 
+from mozaiks_bus import tracing
 from mozaiks_bus._version import __version__
 from mozaiks_bus.connection import create_sync_client
 from mozaiks_bus.errors import ConfigError, InvalidEvent
@@ -158,7 +159,9 @@ def _run(rt: SinkRuntime, job: Job, sink_name: str,
     except FormatError as exc:
         return _settle(rt, job, sink, event_data, attempt=attempt,
                        outcome=Outcome(Verdict.DEAD, str(exc)))
-    outcome = attempt_request(rt.http, sink, event, body, secrets)
+    with tracing.span("client", f"deliver {sink.name}", event.type, event.id,
+                      event.traceparent):
+        outcome = attempt_request(rt.http, sink, event, body, secrets)
     rt.breaker.record(sink, failure=outcome.breaker_failure, gate=gate)
     return _settle(rt, job, sink, event_data, attempt=attempt, outcome=outcome)
 
@@ -167,7 +170,8 @@ def request_headers(sink: SinkConfig, event: Event, body: Body,
                     secrets: SinkSecrets) -> dict[str, str]:
     """Every header of one attempt (secrets included: never log the result)."""
     headers = {"Content-Type": body.content_type, "Accept": "application/json",
-               **sink.headers, **body.headers, "Idempotency-Key": event.id}
+               **sink.headers, **body.headers, "Idempotency-Key": event.id,
+               **tracing.traceparent_headers(event.traceparent)}
     if secrets.bearer:
         headers["Authorization"] = f"Bearer {secrets.bearer}"
     if secrets.api_key and sink.api_key_header:
