@@ -14,6 +14,7 @@ serve``; in both, uvicorn's log lines are scrubbed of ``token=`` values.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -59,6 +60,20 @@ def _noop(_event: Event) -> None:
     """Keeps the pub/sub listener subscribed, so readiness reflects a live link."""
 
 
+async def _record_sink_starts(state: ServerState) -> None:
+    """Before this API is ready, fix where the configured sinks start (waiting for Redis
+    if need be): an event it accepts once ready is never older than a sink's start."""
+    from mozaiks_bus.sinks import admin_client, record_sink_starts  # noqa: PLC0415  # RQ
+
+    def record() -> None:
+        with admin_client(state.settings, "record the sinks' start positions") as client:
+            record_sink_starts(client, state.settings)
+
+    await state.bus.transport.availability.retry(
+        lambda: asyncio.to_thread(record), what="the sinks' start positions")
+    state.sinks_ready = True
+
+
 def create_app(bus: Bus | None = None, settings: BusSettings | None = None) -> FastAPI:
     """The HTTP and WebSocket service (see the module docstring)."""
     if settings is None:
@@ -78,14 +93,19 @@ def create_app(bus: Bus | None = None, settings: BusSettings | None = None) -> F
         dedupe = DedupeClaims(redis_client(the_bus), settings.keys,
                               window_s=settings.api_dedupe_window_s,
                               pending_s=_pending_s(settings))
-        app.state.mozaiks = ServerState(the_bus, settings, auth, metrics, dedupe,
-                                        owns_bus=bus is None)
+        state = app.state.mozaiks = ServerState(
+            the_bus, settings, auth, metrics, dedupe, owns_bus=bus is None,
+            sinks_ready=not settings.sinks)
+        starts = asyncio.create_task(_record_sink_starts(state)) if settings.sinks else None
         if auth.open:
             logger.warning("no API token configured: every request from loopback is "
                            "allowed, and only loopback clients are served")
         try:
             yield
         finally:
+            if starts is not None:
+                starts.cancel()
+                await asyncio.gather(starts, return_exceptions=True)
             the_bus.unsubscribe(RECONNECTED_EVENT, _noop)
             if bus is None:
                 await the_bus.stop()

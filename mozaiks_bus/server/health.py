@@ -47,6 +47,8 @@ async def readyz(request: Request) -> JSONResponse:
         checks["redis"] = {"ok": True, "rtt_ms": round(rtt * 1000, 3)}
     except (MozaiksBusError, TimeoutError) as exc:
         checks["redis"] = {"ok": False, "error": str(exc) or "PING timed out"}
+    if state.settings.sinks:
+        checks["sinks"] = {"ok": state.sinks_ready}  # start positions fixed (see app.py)
     health = state.bus.health()
     listener = health.get("listener")
     checks["listener"] = {"ok": listener == "receiving" and not health.get("closed"),

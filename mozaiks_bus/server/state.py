@@ -27,6 +27,7 @@ class ServerState:
     metrics: ServerMetrics
     dedupe: DedupeClaims
     owns_bus: bool = field(default=True)
+    sinks_ready: bool = field(default=True)  # the configured sinks' start positions are set
 
     @property
     def redis(self) -> Redis:

@@ -30,7 +30,12 @@ from mozaiks_bus.sinks.dead_letters import (
     replay_dead_letter,
     replay_dead_letters,
 )
-from mozaiks_bus.sinks.dispatcher import SinkDispatcher, enqueue_delivery, sink_queue
+from mozaiks_bus.sinks.dispatcher import (
+    SinkDispatcher,
+    enqueue_delivery,
+    record_sink_starts,
+    sink_queue,
+)
 from mozaiks_bus.sinks.formats import FORMATS, Body, FormatError, SkipDelivery, render
 from mozaiks_bus.sinks.policy import Outcome, Verdict, classify_status, parse_retry_after, redact
 from mozaiks_bus.sinks.reconcile import Reconciler, SweepReport
@@ -66,6 +71,7 @@ __all__ = [
     "list_dead_letters",
     "parse_retry_after",
     "purge_dead_letters",
+    "record_sink_starts",
     "redact",
     "render",
     "replay_dead_letter",

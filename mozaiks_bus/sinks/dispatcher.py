@@ -39,7 +39,7 @@ from mozaiks_bus.connection import text
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.retry import RetryPolicy
-from mozaiks_bus.settings import SinkConfig
+from mozaiks_bus.settings import BusSettings, SinkConfig
 from mozaiks_bus.sinks.state import record_pending
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "SinkDispatcher",
     "enqueue_delivery",
     "job_timeout",
+    "record_sink_starts",
     "sink_queue",
 ]
 
@@ -107,6 +108,13 @@ def _since(client: redis.Redis, keys: Keys, sink: str) -> str:
     return text(value)
 
 
+def record_sink_starts(client: redis.Redis, settings: BusSettings) -> dict[str, str]:
+    """Fix (once, first caller wins) and return where each configured sink's groups
+    start. Every process that takes events for a sink calls this before it says it is
+    ready, so an event it accepts is never older than the sink's start."""
+    return {sink.name: _since(client, settings.keys, sink.name) for sink in settings.sinks}
+
+
 class SinkDispatcher:
     """Registers the consumer groups of every configured sink on a :class:`Bus`."""
 
@@ -122,8 +130,7 @@ class SinkDispatcher:
 
     def starts(self) -> dict[str, str]:
         """The stream id each sink's groups start at (reads, and first time sets, Redis)."""
-        return {sink.name: _since(self.queue.connection, self.keys, sink.name)
-                for sink in self.bus.config.sinks}
+        return record_sink_starts(self.queue.connection, self.bus.config)
 
     def register(self, starts: dict[str, str] | None = None) -> None:
         """One consumer group per sink (``sink.<name>``), one consumer per pattern.
