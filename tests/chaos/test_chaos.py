@@ -250,7 +250,8 @@ def test_startup_with_redis_down(make_redis_server: MakeRedisServer, key_prefix:
 def test_sink_worker_sigkilled_mid_call(redis_url: str, key_prefix: str, tmp_path: Path,
                                         target: Target) -> None:
     sink = {"name": "hook", "url": target.url("/hook"), "patterns": [TYPE], "attempts": 5,
-            "backoff_base_s": 0.2, "backoff_max_s": 1.0, "timeout_s": 5.0}
+            "backoff_base_s": 0.2, "backoff_max_s": 1.0, "timeout_s": 5.0,
+            "circuit_failures": 0}  # this case is about crash recovery, not the breaker
     config = write_config(tmp_path / "bus.toml", url=redis_url, prefix=key_prefix,
                           sinks=[sink])
     target.script("/hook", [Reply(200, hang=True, hang_s=10)] * 3)  # three calls in flight
