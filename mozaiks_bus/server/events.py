@@ -1,11 +1,13 @@
 """``POST /v1/events``: publish one CloudEvent or a batch, all or nothing, deduped by id.
 
-The body is read as JSON whatever its Content-Type. Checks, in order (the first failing
-one answers; nothing is written to Redis before the last): 401/403 token and
-``publish`` scope; 413 body over ``api_max_body_bytes`` (see :mod:`.limits`); 400
+The request is read by the CloudEvents HTTP binding (:mod:`.binding`: binary,
+structured and batched modes, or a plain JSON object or array). Checks, in order (the
+first failing one answers; nothing is written to Redis before the last): 401/403 token
+and ``publish`` scope; 413 body over ``api_max_body_bytes`` (see :mod:`.limits`); 400
 malformed JSON or nesting deeper than ``api_max_json_depth``; 413 more than
-``api_max_batch`` events; 422 an
-invalid event (``field`` = ``[i].<attribute>`` for a batch, and the rule broken;
+``api_max_batch`` events; 415 binary-mode data that is not JSON; 422 an
+invalid event (``field`` = ``[i].<attribute>`` for a batch, ``ce-<attribute>`` for a
+binary-mode header, and the rule broken;
 ``id``, ``type`` and ``source`` are required, ``specversion`` defaults to 1.0), a type
 the catalog model rejects, a local-only type, or a type the routing table keeps in the
 process (it would reach nobody); 403 a type outside the token's ``publish_patterns``;
@@ -29,9 +31,9 @@ from fastapi.responses import JSONResponse
 from mozaiks_bus.errors import BusClosed, InvalidEvent, TransportError
 from mozaiks_bus.event import JSON_RULE, Event, is_json_safe
 from mozaiks_bus.routing import Scope
+from mozaiks_bus.server.binding import Mode, read_events
 from mozaiks_bus.server.dedupe import Claims, digest
 from mozaiks_bus.server.errors import HttpError, invalid
-from mozaiks_bus.server.limits import parse_json
 from mozaiks_bus.server.schemas import ERRORS, PublishResult, events_request_body
 from mozaiks_bus.server.state import ServerState, get_state
 
@@ -46,21 +48,6 @@ def unavailable(state: ServerState, message: str) -> HttpError:
     """A 503 telling the client when to retry."""
     return HttpError(503, "unavailable", message,
                     headers={"Retry-After": str(state.settings.api_retry_after_s)})
-
-
-def _batch(body: Any, limit: int) -> tuple[list[Any], bool]:
-    if isinstance(body, dict):
-        return [body], False
-    if not isinstance(body, list):
-        raise HttpError(422, "invalid_event", "body: must be a CloudEvent object or an array "
-                       "of them", field="body", rule="must be an object or an array")
-    if not body:
-        raise HttpError(422, "invalid_event", "body: the array holds no event", field="body",
-                       rule="must hold at least one event")
-    if len(body) > limit:
-        raise HttpError(413, "batch_too_large", f"the batch holds {len(body)} events, over "
-                       f"the limit of {limit} (api_max_batch)")
-    return body, True
 
 
 def _decode(item: Any, where: str) -> Event:
@@ -134,12 +121,13 @@ async def publish_events(request: Request) -> JSONResponse:
     state = get_state(request)
     settings = state.settings
     principal = state.auth.require(request, "publish")
-    body = parse_json(await request.body(), max_depth=settings.api_max_json_depth)
-    items, is_batch = _batch(body, settings.api_max_batch)
+    items, is_batch, mode = read_events(request.headers, await request.body(),
+                                        max_depth=settings.api_max_json_depth,
+                                        max_batch=settings.api_max_batch)
     decoded: list[tuple[Event, str]] = []
     for index, item in enumerate(items):
         where = f"[{index}]." if is_batch else ""
-        event = _decode(item, where)
+        event = _decode(item, "ce-" if mode is Mode.BINARY else where)
         if not principal.may_publish(event.type):
             raise HttpError(403, "forbidden", f"token '{principal.name}' may not publish "
                            f"{event.type} (publish_patterns)", field=f"{where}type")

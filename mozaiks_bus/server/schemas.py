@@ -71,14 +71,24 @@ def events_request_body(max_batch: int) -> dict[str, Any]:
     """The ``requestBody`` of ``POST /v1/events`` (the handler parses the raw body)."""
     event = _event_schema()
     batch = {"type": "array", "items": event, "minItems": 1, "maxItems": max_batch}
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"oneOf": [event, batch]},
-        "examples": {
-            "one": {"summary": "one durable event", "value": EVENT_EXAMPLE},
-            "batch": {"summary": "a batch, stored all or nothing",
-                      "value": [EVENT_EXAMPLE, CHAT_EXAMPLE]},
+    return {"requestBody": {
+        "required": True,
+        "description": "CloudEvents HTTP binding: structured (application/cloudevents+json), "
+                       "batched (application/cloudevents-batch+json) or binary mode (ce-* "
+                       "headers, the body is data); plain JSON (an object or an array) too.",
+        "content": {
+            "application/json": {
+                "schema": {"oneOf": [event, batch]},
+                "examples": {
+                    "one": {"summary": "one durable event", "value": EVENT_EXAMPLE},
+                    "batch": {"summary": "a batch, stored all or nothing",
+                              "value": [EVENT_EXAMPLE, CHAT_EXAMPLE]},
+                },
+            },
+            "application/cloudevents+json": {"schema": event},
+            "application/cloudevents-batch+json": {"schema": batch},
         },
-    }}}}
+    }}
 
 
 class ErrorBody(BaseModel):
