@@ -16,6 +16,7 @@ from mozaiks_bus.errors import (
     MozaiksBusError,
     PublishFailed,
     TransportError,
+    Unprocessable,
 )
 from mozaiks_bus.event import Event
 from mozaiks_bus.retry import RetryPolicy
@@ -42,6 +43,7 @@ __all__ = [
     "Scope",
     "SlowConsumer",
     "TransportError",
+    "Unprocessable",
     "__version__",
     "load_settings",
 ]

@@ -17,6 +17,10 @@ every module and fails on an exception class that is missing here or not in the 
     │   ├── BrokerUnavailable   the server could not be reached or the link dropped
     │   │   └── RedisServerError  (ops.redis_server) a redis-server we start did not start
     │   └── PublishFailed       a confirmed publish was not stored / sent
+    ├── Unprocessable           raised by a durable handler: dead-letter this event now
+    ├── EnvelopeError           (amqp.envelope) an AMQP message that is no readable
+    │   │                       MassTransit envelope
+    │   └── UnknownMessageType  (amqp.envelope) readable, of no inbound contract
     ├── SlowConsumer            (ui.stream) a WebSocket client stopped reading
     ├── HttpError               (server.errors) an HTTP answer other than success
     ├── ServeRefused            (server.serve) an unsafe bind: public without a token
@@ -36,6 +40,7 @@ __all__ = [
     "MozaiksBusError",
     "PublishFailed",
     "TransportError",
+    "Unprocessable",
 ]
 
 
@@ -87,6 +92,11 @@ class BrokerUnavailable(TransportError):
 
 class PublishFailed(TransportError):
     """A confirmed publish was not stored or sent; the event may be retried."""
+
+
+class Unprocessable(MozaiksBusError):
+    """Raised by a durable handler: this event can never succeed, so it is dead-lettered
+    at once (no retry; ``dlq replay`` brings it back once the cause is fixed)."""
 
 
 def _shorten(value: object, limit: int = 80) -> str:

@@ -30,6 +30,10 @@ method                         name                               cluster slot o
 ``sink_group(s)``              ``sink.s`` (consumer group)        -
 ``sink_queue()``               ``P-sinks`` (RQ queue name)        (RQ: ``rq:queue:P-sinks``)
 ``sink_job_id(s, i[, r])``     ``P-sink-s-<sha256 hex>`` (RQ id)  (RQ: ``rq:job:<id>``)
+``bridge_group()``             ``bridge.amqp`` (consumer group)   -
+``bridges()``                  ``P:bridges`` (zset of instances)  whole name
+``bridge_state(n)``            ``P:bridge:{n'}`` (hash, TTL)      instance ``n``
+``bridge_since()``             ``P:bridge-since`` (string)        whole name
 =============================  =================================  =================
 
 Why these slots (Redis Cluster hashes only the text inside the first ``{...}``):
@@ -210,6 +214,25 @@ class Keys:
     def sink_queue(self) -> str:
         """The RQ queue every sink job goes through (a queue name; RQ builds the key)."""
         return f"{self.prefix}-sinks"
+
+    # -- the MassTransit bridge (mozaiks_bus.amqp) ---------------------------------------
+
+    @staticmethod
+    def bridge_group() -> str:
+        """The consumer group the bridge reads outbound events with (not a key)."""
+        return "bridge.amqp"
+
+    def bridges(self) -> str:
+        """Bridge instances (a zset scored by their last report, unix seconds)."""
+        return f"{self.prefix}:bridges"
+
+    def bridge_state(self, instance: str) -> str:
+        """One bridge instance's report (a hash that expires when it stops reporting)."""
+        return f"{self.prefix}:bridge:{{{_escape('instance', instance)}}}"
+
+    def bridge_since(self) -> str:
+        """The stream id the bridge's consumer group starts at (set once, first seen)."""
+        return f"{self.prefix}:bridge-since"
 
     def sink_job_id(self, sink: str, event_id: str, replay: str | None = None) -> str:
         """The deterministic RQ job id of one delivery of ``event_id`` to ``sink``.

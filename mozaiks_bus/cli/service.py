@@ -47,7 +47,8 @@ def schema_command(output: str) -> None:
 def worker_command(ctx: click.Context, app: str | None, processes: int) -> None:
     """Run the HTTP sink worker (dispatcher, RQ workers, scheduler) until SIGINT/SIGTERM.
 
-    APP (module:attribute of a Bus with consumers) runs alongside.
+    APP (module:attribute of a Bus with consumers) runs alongside, and the MassTransit
+    bridge when MOZAIKS_AMQP_URL (amqp_url) is set.
     """
     from mozaiks_bus.errors import MozaiksBusError  # noqa: PLC0415
     from mozaiks_bus.sinks.worker import WorkerOptions, run_worker  # noqa: PLC0415
@@ -66,8 +67,17 @@ def worker_command(ctx: click.Context, app: str | None, processes: int) -> None:
         bus = getattr(importlib.import_module(module_name), attribute or "bus", None)
         if not isinstance(bus, Bus):
             raise click.BadParameter(f"{app} is not a mozaiks_bus.Bus", param_hint="APP")
+    companions = None
+    if settings.amqp_url:
+        from mozaiks_bus.amqp import load_bridge, require_amqp  # noqa: PLC0415
+
+        try:
+            require_amqp()
+        except ConfigError as exc:
+            fail(exc, EXIT_CONFIG)
+        companions = lambda: (load_bridge(settings),)  # noqa: E731  # built on the loop
     try:
-        run_worker(settings, WorkerOptions(processes=processes), app=bus)
+        run_worker(settings, WorkerOptions(processes=processes), app=bus, companions=companions)
     except ConfigError as exc:
         fail(exc, EXIT_CONFIG)
     except MozaiksBusError as exc:

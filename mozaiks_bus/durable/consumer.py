@@ -8,7 +8,8 @@ Contract of ``@bus.consumer(pattern, group=...)``:
 * **Return = ack. Raise = retry** after a backoff (exponential, full jitter) without
   holding up the events behind it. Redis's own delivery count decides: at
   ``max_deliveries`` the event moves to the type's dead-letter stream (with the error,
-  group, count and time) and is acked in the source, in one transaction.
+  group, count and time) and is acked in the source, in one transaction. A handler that
+  raises :class:`~mozaiks_bus.errors.Unprocessable` dead-letters the event at once.
 * **Crash recovery.** Entries a dead consumer left pending are claimed (XAUTOCLAIM) by a
   live one after ``consumer_min_idle_s``. A running handler keeps its claim: its entry
   is touched (XCLAIM JUSTID) every third of that time, so a slow but healthy handler is
@@ -62,7 +63,7 @@ from mozaiks_bus.durable.spec import (
     default_prefetch,
 )
 from mozaiks_bus.durable.streams import decode_entry, ensure_group
-from mozaiks_bus.errors import InvalidEvent
+from mozaiks_bus.errors import InvalidEvent, Unprocessable
 from mozaiks_bus.event import Event
 from mozaiks_bus.local import handler_name, is_async_callable
 from mozaiks_bus.patterns import compile_pattern
@@ -325,7 +326,7 @@ class GroupConsumer:
         self.stats.incr("consume_failed")
         error = f"{type(exc).__name__}: {exc}"
         name = handler_name(self.spec.handler)
-        if deliveries >= self.spec.max_deliveries:
+        if deliveries >= self.spec.max_deliveries or isinstance(exc, Unprocessable):
             logger.error("%s failed %s %s on delivery %d (%s): dead letter",
                          name, entry.type_name, entry.sid, deliveries, error)
             await self._settle.dead_letter(entry, error, deliveries)

@@ -61,13 +61,17 @@ def _noop(_event: Event) -> None:
 
 
 async def _record_sink_starts(state: ServerState) -> None:
-    """Before this API is ready, fix where the configured sinks start (waiting for Redis
-    if need be): an event it accepts once ready is never older than a sink's start."""
+    """Before this API is ready, fix where the configured sinks (and the MassTransit
+    bridge, with ``amqp_url``) start, waiting for Redis if need be: an event it accepts
+    once ready is never older than their start."""
+    from mozaiks_bus.amqp.status import record_bridge_start  # noqa: PLC0415
     from mozaiks_bus.sinks import admin_client, record_sink_starts  # noqa: PLC0415  # RQ
 
     def record() -> None:
         with admin_client(state.settings, "record the sinks' start positions") as client:
             record_sink_starts(client, state.settings)
+            if state.settings.amqp_url:
+                record_bridge_start(client, state.settings)
 
     await state.bus.transport.availability.retry(
         lambda: asyncio.to_thread(record), what="the sinks' start positions")
@@ -95,8 +99,9 @@ def create_app(bus: Bus | None = None, settings: BusSettings | None = None) -> F
                               pending_s=_pending_s(settings))
         state = app.state.mozaiks = ServerState(
             the_bus, settings, auth, metrics, dedupe, owns_bus=bus is None,
-            sinks_ready=not settings.sinks)
-        starts = asyncio.create_task(_record_sink_starts(state)) if settings.sinks else None
+            sinks_ready=not (settings.sinks or settings.amqp_url))
+        starts = (asyncio.create_task(_record_sink_starts(state))
+                  if settings.sinks or settings.amqp_url else None)
         if auth.open:
             logger.warning("no API token configured: every request from loopback is "
                            "allowed, and only loopback clients are served")

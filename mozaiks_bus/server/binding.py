@@ -11,8 +11,8 @@ binding specifies:
   ``ce-type`` are required, a missing one answers 422 naming the header), the body is
   ``data`` and its media type, ``Content-Type``, is ``datacontenttype``; ``data`` must be
   a JSON object (a JSON ``Content-Type``: ``application/json`` or ``*+json``, or none,
-  as the SDKs send it; 415 otherwise); an empty body is ``{}``; any other ``ce-<name>`` header is the extension
-  ``<name>``;
+  as the SDKs send it; 415 otherwise); an empty body is ``{}``; any other ``ce-<name>``
+  header is the extension ``<name>``;
 * **plain JSON** (what the API accepted before the binding, kept): an object is one
   event, an array a batch.
 

@@ -13,7 +13,8 @@ Contract
    exist), else ``./mozaiks-bus.toml`` when it exists. Its keys are the field names
    (``broker_url``, ``service``, ``prefix``, ``[[routes]]``, ``[[sinks]]``,
    ``[[api_tokens]]`` and the other ``api_*`` settings of the HTTP service, described in
-   :mod:`mozaiks_bus.settings.api`, tunables);
+   :mod:`mozaiks_bus.settings.api`, the ``amqp_*`` settings of the MassTransit bridge,
+   described in :mod:`mozaiks_bus.settings.amqp`, tunables);
    an unknown key is an error;
 4. the defaults below (each defined once, as a ``DEFAULT_*`` constant).
 
@@ -50,6 +51,7 @@ from mozaiks_bus.event import DEFAULT_SOURCE
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.settings._errors import translate
 from mozaiks_bus.settings._sources import (
+    AMQP_URL_ENV,
     BROKER_URL_ENV,
     CONFIG_ENV,
     DEFAULT_CONFIG_FILE,
@@ -58,6 +60,13 @@ from mozaiks_bus.settings._sources import (
     EnvSource,
     LoadState,
     TomlSource,
+)
+from mozaiks_bus.settings.amqp import (
+    DEFAULT_AMQP_CONCURRENCY,
+    DEFAULT_AMQP_MAX_DELIVERIES,
+    AmqpContract,
+    check_amqp_url,
+    check_queue_name,
 )
 from mozaiks_bus.settings.api import (
     DEFAULT_API_DEDUPE_WINDOW_S,
@@ -75,6 +84,7 @@ from mozaiks_bus.settings.routes import RouteRule, RouteScope
 from mozaiks_bus.settings.sinks import BUILTIN_SINK_FORMATS, SinkConfig, unique_names
 
 __all__ = [
+    "AMQP_URL_ENV",
     "BROKER_URL_ENV",
     "BUILTIN_SINK_FORMATS",
     "CONFIG_ENV",
@@ -98,6 +108,7 @@ __all__ = [
     "DEFAULT_UI_HISTORY_MAX_LEN",
     "DEFAULT_UI_HISTORY_TTL_S",
     "ENV_PREFIX",
+    "AmqpContract",
     "ApiToken",
     "BusSettings",
     "RouteRule",
@@ -189,6 +200,13 @@ class BusSettings(BaseSettings):
         default=DEFAULT_API_WS_HEARTBEAT_S, gt=0, allow_inf_nan=False
     )
     api_retry_after_s: int = Field(default=DEFAULT_API_RETRY_AFTER_S, ge=1)
+    # the MassTransit bridge (mozaiks_bus.settings.amqp)
+    amqp_url: str | None = None
+    amqp_queue: str | None = None
+    amqp_contracts: list[AmqpContract] = Field(default_factory=list)
+    amqp_declare_endpoints: bool = True
+    amqp_max_deliveries: int = Field(default=DEFAULT_AMQP_MAX_DELIVERIES, ge=1)
+    amqp_concurrency: int = Field(default=DEFAULT_AMQP_CONCURRENCY, ge=1, le=1024)
 
     _config_file: Path | None = PrivateAttr(default=None)
     _REPR_MASKED: ClassVar[str] = "broker_url"
@@ -252,6 +270,8 @@ class BusSettings(BaseSettings):
                              "so no '{', '}' or ':')")
         return value
 
+    _check_amqp_url = field_validator("amqp_url")(check_amqp_url)
+    _check_amqp_queue = field_validator("amqp_queue")(check_queue_name)
     _unique_sinks = field_validator("sinks")(unique_names)
     _unique_api_tokens = field_validator("api_tokens")(unique_names)
     _check_api_origins = field_validator("api_allowed_origins")(check_origins)
@@ -268,6 +288,11 @@ class BusSettings(BaseSettings):
         return None if self.broker_url is None else redact_url(self.broker_url)
 
     @property
+    def redacted_amqp_url(self) -> str | None:
+        """``amqp_url`` with its password masked."""
+        return None if self.amqp_url is None else redact_url(self.amqp_url)
+
+    @property
     def config_file(self) -> Path | None:
         """The TOML file these settings were read from, if any."""
         return self._config_file
@@ -276,11 +301,13 @@ class BusSettings(BaseSettings):
         """The settings as JSON-ready data, with the broker password masked."""
         data = self.model_dump(mode="json")
         data["broker_url"] = self.redacted_broker_url
+        data["amqp_url"] = self.redacted_amqp_url
         return data
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        masked = {self._REPR_MASKED: self.redacted_broker_url, "amqp_url": self.redacted_amqp_url}
         for name, value in super().__repr_args__():
-            yield name, (self.redacted_broker_url if name == self._REPR_MASKED else value)
+            yield name, masked.get(name or "", value)
 
 
 def load_settings(

@@ -23,6 +23,7 @@ from pydantic_settings import PydanticBaseSettingsSource
 from mozaiks_bus.errors import ConfigError
 
 __all__ = [
+    "AMQP_URL_ENV",
     "BROKER_URL_ENV",
     "CONFIG_ENV",
     "DEFAULT_CONFIG_FILE",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 BROKER_URL_ENV = "MOZAIKS_BROKER_URL"
+AMQP_URL_ENV = "MOZAIKS_AMQP_URL"
 ENV_PREFIX = "MOZAIKS_BUS_"
 CONFIG_ENV = "MOZAIKS_BUS_CONFIG"
 DEFAULT_CONFIG_FILE = "mozaiks-bus.toml"
@@ -66,7 +68,8 @@ def current_state() -> LoadState:
 
 
 class EnvSource(PydanticBaseSettingsSource):
-    """``MOZAIKS_BROKER_URL`` and ``MOZAIKS_BUS_<FIELD>``; list fields are JSON."""
+    """``MOZAIKS_BROKER_URL``, ``MOZAIKS_AMQP_URL`` (after ``MOZAIKS_BUS_AMQP_URL``) and
+    ``MOZAIKS_BUS_<FIELD>``; list fields are JSON."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False  # unused: __call__ does the work
@@ -77,6 +80,9 @@ class EnvSource(PydanticBaseSettingsSource):
         for name, info in self.settings_cls.model_fields.items():
             var = BROKER_URL_ENV if name == "broker_url" else ENV_PREFIX + name.upper()
             raw = state.env.get(var)
+            if not raw and name == "amqp_url":
+                var = AMQP_URL_ENV
+                raw = state.env.get(var)
             if not raw:
                 continue
             state.env_vars[name] = var

@@ -19,7 +19,9 @@ One supervisor process runs, on its asyncio loop:
 ``SIGINT``/``SIGTERM`` stop it: the dispatcher drains, the workers finish their current
 attempt (RQ's warm shutdown, bounded by the longest sink timeout + 10 s, then SIGKILL:
 an attempt cut off there is taken back by the reconciler), the scheduler lock is
-released. ``app`` (a :class:`~mozaiks_bus.Bus` with consumers) runs alongside.
+released. ``app`` (a :class:`~mozaiks_bus.Bus` with consumers) runs alongside, and so
+do ``companions`` (services with async ``start``/``stop``, such as the MassTransit
+bridge), started after the sinks and stopped before them.
 """
 
 from __future__ import annotations
@@ -34,11 +36,11 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event as MpEvent
-from typing import Any
+from typing import Any, Protocol
 
 from rq import SimpleWorker
 from rq.scheduler import RQScheduler
@@ -56,11 +58,21 @@ from mozaiks_bus.sinks.dispatcher import DEFAULT_RESULT_TTL_S, SinkDispatcher, s
 from mozaiks_bus.sinks.job import SinkRuntime, install_runtime
 from mozaiks_bus.sinks.reconcile import CHILD_POLL_S, Reconciler
 
-__all__ = ["SinkRQWorker", "SinkWorker", "WorkerOptions", "run_worker"]
+__all__ = ["Companion", "SinkRQWorker", "SinkWorker", "WorkerOptions", "run_worker"]
 
 logger = logging.getLogger("mozaiks_bus.sinks")
 READY_TIMEOUT_S = 60.0
 LOG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+
+
+class Companion(Protocol):
+    """A service the worker runs alongside (the MassTransit bridge)."""
+
+    async def start(self) -> None:
+        """Start (may wait for what it needs; the worker can be stopped meanwhile)."""
+
+    async def stop(self) -> None:
+        """Stop, draining in-flight work."""
 
 
 class SinkRQWorker(SimpleWorker):
@@ -171,7 +183,7 @@ class SinkWorker:
     """The supervisor (see the module docstring)."""
 
     def __init__(self, settings: BusSettings, options: WorkerOptions | None = None, *,
-                 app: Bus | None = None) -> None:
+                 app: Bus | None = None, companions: tuple[Companion, ...] = ()) -> None:
         url = settings.broker_url
         if not url or url.startswith("memory://"):
             raise ConfigError("broker_url", "the sink worker needs a Redis server "
@@ -180,6 +192,7 @@ class SinkWorker:
         self.settings = settings
         self.options = options or WorkerOptions()
         self.app = app
+        self.companions = companions
         self.keys = settings.keys
         self.name = f"{self.keys.sink_worker_prefix()}{socket.gethostname()}.{os.getpid()}"
         self.client = create_sync_client(url, client_name="mozaiks-bus:sinks")
@@ -225,6 +238,8 @@ class SinkWorker:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for companion in self.companions:
+                await companion.stop()
             await bus.stop()
             if self.app is not None:
                 await self.app.stop()
@@ -246,6 +261,8 @@ class SinkWorker:
         await bus.start()
         if self.app is not None:
             await self.app.start()
+        for companion in self.companions:
+            await companion.start()
         await self._wait_ready()
 
     async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
@@ -356,8 +373,16 @@ class SinkWorker:
 
 
 def run_worker(settings: BusSettings, options: WorkerOptions | None = None, *,
-               app: Bus | None = None) -> None:
-    """Run the worker service in this process until SIGINT/SIGTERM (blocking)."""
+               app: Bus | None = None,
+               companions: Callable[[], tuple[Companion, ...]] | None = None) -> None:
+    """Run the worker service in this process until SIGINT/SIGTERM (blocking).
+
+    ``companions`` builds the companion services on the worker's loop."""
     opts = options or WorkerOptions()
     _setup_logging(opts.log_level)
-    asyncio.run(SinkWorker(settings, opts, app=app).run())
+
+    async def main() -> None:
+        built = companions() if companions is not None else ()
+        await SinkWorker(settings, opts, app=app, companions=built).run()
+
+    asyncio.run(main())
