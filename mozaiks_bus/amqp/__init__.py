@@ -8,7 +8,8 @@
 * :mod:`.bridge` - :class:`~.bridge.MassTransitBridge`, run by ``mozaiks-bus worker``;
 * :mod:`.status` - what a running bridge reports (``status``, ``GET /v1/sinks``).
 
-This package imports without aio-pika; :func:`require_amqp` and :func:`load_bridge` raise a ConfigError with
+This package imports without aio-pika; :func:`require_amqp` and :func:`load_bridge`
+raise a ConfigError with
 the install hint when it is missing.
 """
 

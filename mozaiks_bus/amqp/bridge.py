@@ -156,13 +156,13 @@ class MassTransitBridge:
         """Stop taking messages, drain the outbound consumers, close RabbitMQ."""
         self._stopping = True
         await self.link.stop_consuming()
-        await self.bus.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.link.close()
         with contextlib.suppress(*_REPORT_ERRORS):
-            await self._forget()
+            await self._forget()  # before the bus closes its clients
+        await self.bus.stop()
+        await self.link.close()
 
     # -- outbound ---------------------------------------------------------------------
 
