@@ -137,6 +137,7 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
 
     report = run_command(with_bus(settings, work))
     report["sinks"] = _sink_report(settings)
+    report["bridge"] = _bridge_report(settings)
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True, default=str))
         return
@@ -158,7 +159,41 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
                       str(sink["oldest_queued_age_s"] or "-"), str(sink["dead_letters"]),
                       str(sink["last_status"] or "-"), str(sink["last_error"] or "-")[:60])
     console.print(sinks)
+    if report["bridge"] is not None:
+        _print_bridge(report["bridge"])
     console.print(f"fan-out listener: {report['broker'].get('listener')}")
+
+
+def _print_bridge(bridge: dict[str, Any]) -> None:
+    instances = Table("instance", "connected", "published", "received", "rejected", "skipped",
+                      "reconnects", "last error", title=f"MassTransit bridge (queue "
+                      f"{bridge['queue']})")
+    for item in bridge["instances"] or [{"instance": "none running"}]:
+        instances.add_row(item["instance"], str(item.get("connected", "-")),
+                          *(str(item.get(name, "-")) for name in
+                            ("published", "received", "rejected", "skipped", "reconnects")),
+                          str(item.get("last_error") or "-")[:60])
+    console.print(instances)
+    outbound = Table("outbound type", "exchange", "lag", "pending", "dead letters",
+                     title="bridge outbound")
+    for item in bridge["outbound"]:
+        outbound.add_row(item["type"], item["exchange"], str(item["lag"]), str(item["pending"]),
+                         str(item["dead_letters"]))
+    console.print(outbound)
+
+
+def _bridge_report(settings: BusSettings) -> dict[str, Any] | None:
+    """The MassTransit bridge's report from Redis, or None without ``amqp_url``."""
+    if not settings.amqp_url or not settings.broker_url:
+        return None
+    from mozaiks_bus.amqp import bridge_report  # noqa: PLC0415
+    from mozaiks_bus.sinks import admin_client  # noqa: PLC0415
+
+    try:
+        with admin_client(settings, "read the bridge") as client:
+            return bridge_report(client, settings)
+    except MozaiksBusError as exc:
+        fail(exc)
 
 
 def _sink_report(settings: BusSettings) -> list[dict[str, Any]]:

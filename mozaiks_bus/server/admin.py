@@ -9,7 +9,9 @@
   A dead letter is named by its event type and its id in that type's dead-letter stream
   (two path segments: type names hold dots, never slashes).
 * ``GET /v1/sinks``: each configured sink with its state (circuit, queued, dead letters,
-  counters, last error) from :func:`mozaiks_bus.sinks.sink_states`; never a secret.
+  counters, last error) from :func:`mozaiks_bus.sinks.sink_states`, and the MassTransit
+  bridge (instances, connected, lag, pending, dead letters) when ``amqp_url`` is set;
+  never a secret.
 
 Redis trouble answers 503 + Retry-After; a bad type or id 422.
 """
@@ -142,9 +144,22 @@ async def list_sinks(request: Request) -> SinksOut:
     state = _admin(request)
     try:
         sinks = await asyncio.to_thread(sink_states_of, state)
+        bridge = await asyncio.to_thread(bridge_of, state)
     except TransportError as exc:
         raise unavailable(state, f"Redis cannot be read now: {type(exc).__name__}") from None
-    return SinksOut(sinks=sinks)
+    return SinksOut(sinks=sinks, bridge=bridge)
+
+
+def bridge_of(state: ServerState) -> dict[str, Any] | None:
+    """The MassTransit bridge's report, or None without ``amqp_url`` (blocking)."""
+    settings = state.settings
+    if not settings.amqp_url or settings.broker_url is None:
+        return None
+    from mozaiks_bus.amqp import bridge_report  # noqa: PLC0415
+    from mozaiks_bus.sinks import admin_client  # noqa: PLC0415
+
+    with admin_client(settings, "read the bridge") as client:
+        return bridge_report(client, settings)
 
 
 def sink_states_of(state: ServerState) -> list[dict[str, Any]]:

@@ -203,6 +203,10 @@ class ReplayResult(BaseModel):
 
 class SinksOut(BaseModel):
     """Every configured sink: ``mozaiks_bus.sinks.SinkState.to_dict()`` (name, url,
-    patterns, circuit, queued, dead_letters, counters, last_status, last_error...)."""
+    patterns, circuit, queued, dead_letters, counters, last_status, last_error...), and
+    the MassTransit bridge when ``amqp_url`` is set (``mozaiks_bus.amqp.bridge_report``:
+    instances with ``connected`` and counters, per outbound type ``lag``, ``pending`` and
+    ``dead_letters``)."""
 
     sinks: list[dict[str, Any]]
+    bridge: dict[str, Any] | None = None

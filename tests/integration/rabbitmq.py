@@ -8,6 +8,7 @@ as the .NET contracts never collide between tests and nothing is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -63,10 +64,8 @@ def make_vhost() -> str:
 
 
 def drop_vhost(name: str) -> None:
-    try:
+    with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):  # a leftover is harmless
         rabbitmqctl("delete_vhost", name)
-    except (RuntimeError, subprocess.TimeoutExpired):
-        pass  # a leftover test vhost is harmless
 
 
 def amqp_url(vhost: str) -> str:

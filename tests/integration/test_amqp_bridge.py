@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -25,7 +28,7 @@ from mozaiks_bus.catalog import DIRECT_MESSAGE_SENT_QUEUE, HOSTING_PROVISIONING_
 from mozaiks_bus.connection import create_sync_client
 from mozaiks_bus.settings import BusSettings
 from tests.integration import rabbitmq
-from tests.support import FAST, make_bus, wait_for
+from tests.support import FAST, clean_env, make_bus, wait_for
 from tests.unit.server_support import TOKENS, make_settings, serve_app
 
 pytestmark = pytest.mark.integration
@@ -323,3 +326,52 @@ async def test_rabbitmq_stopped_for_10s_while_publishing_1000_events_loses_none(
     assert bridge.link.reconnects >= 1
     # at least once: only publishes in flight when the link broke may be sent twice
     assert duplicated <= settings.amqp_concurrency * bridge.link.reconnects
+
+
+async def test_the_worker_command_runs_the_bridge_and_status_shows_it(
+    settings: BusSettings, vhost: str, channel: AbstractChannel, tmp_path: Any,
+) -> None:
+    """``mozaiks-bus worker`` with ``MOZAIKS_AMQP_URL``: events reach the MassTransit queue,
+    ``status --json`` shows the bridge connected with its lag, SIGTERM exits 0."""
+    env = clean_env({"MOZAIKS_BROKER_URL": str(settings.broker_url),
+                     "MOZAIKS_BUS_PREFIX": settings.prefix,
+                     "MOZAIKS_AMQP_URL": rabbitmq.amqp_url(vhost)})
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(  # noqa: ASYNC220  # returns at once; waits below are bounded
+        [sys.executable, "-m", "mozaiks_bus.cli", "worker", "-p", "1"],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def status() -> dict[str, Any]:
+            done = subprocess.run([sys.executable, "-m", "mozaiks_bus.cli", "status", "--json"],
+                                  env=env, capture_output=True, text=True, timeout=60, check=True)
+            bridge: dict[str, Any] = json.loads(done.stdout)["bridge"]
+            return bridge
+
+        async def connected() -> bool:
+            instances = (await asyncio.to_thread(status))["instances"]
+            return bool(instances) and instances[0]["connected"]
+
+        deadline = asyncio.get_running_loop().time() + 60
+        while not await connected():
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+            assert asyncio.get_running_loop().time() < deadline, "the bridge never connected"
+            await asyncio.sleep(0.5)
+        async with make_bus(str(settings.broker_url), settings.prefix) as bus:
+            for n in range(5):
+                await bus.publish("messaging.direct_message_sent", direct_message(n))
+        queue = await masstransit_endpoint(channel, DIRECT_MESSAGE_SENT_QUEUE, DIRECT_EXCHANGE)
+        delivered = await drain(queue, 5, timeout=30)
+        assert sorted(json.loads(m.body)["message"]["messageId"] for m in delivered) == \
+            [f"msg-{n}" for n in range(5)]
+        await asyncio.sleep(2.5)  # a report interval
+        report = await asyncio.to_thread(status)
+        assert report["instances"][0]["published"] == 5
+        [outbound] = [o for o in report["outbound"]
+                      if o["type"] == "messaging.direct_message_sent"]
+        assert outbound["lag"] == 0
+        assert outbound["pending"] == 0
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(60)
+        log.close()
+    assert code == 0, (tmp_path / "worker.log").read_text()
