@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from mozaiks_bus import ConfigError, Delivery, Event, InvalidEvent, RetryPolicy
+from mozaiks_bus import ConfigError, Delivery, Event, InvalidEvent, RetryPolicy, Unprocessable
 from tests.contract.conftest import Backend
 from tests.support import wait_for
 
@@ -106,6 +106,25 @@ async def test_after_max_deliveries_the_event_is_dead_lettered_and_can_be_replay
         await bus.streams.replay_dead_letter(TYPE, letters[0].id)
         await wait_for(lambda: handled == [sent.id], 5, "the replayed event")
         assert await bus.streams.dead_letters([TYPE]) == []
+
+
+async def test_unprocessable_dead_letters_at_once_without_a_retry(backend: Backend) -> None:
+    backend.require("durable")
+    bus = backend.make_bus()
+    calls: list[int] = []
+
+    @bus.consumer(TYPE, group="strict", retry=QUICK, max_deliveries=5)
+    async def handle(event: Event) -> None:
+        calls.append(event.data["n"])
+        raise Unprocessable("the order names no customer")
+
+    async with bus:
+        sent = await publish(bus, 7)
+        await wait_for(lambda: bus.stats.get("dead_lettered") == 1, 5, "the dead letter")
+        [letter] = await bus.streams.dead_letters([TYPE])
+    assert calls == [7], "called once, never retried"
+    assert (letter.event["id"], letter.deliveries) == (sent.id, 1)
+    assert "Unprocessable: the order names no customer" in letter.error
 
 
 async def test_entries_a_stopped_consumer_held_are_reclaimed_by_another(

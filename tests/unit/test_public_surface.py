@@ -19,6 +19,7 @@ TOP_LEVEL = {
     "CATALOG", "BrokerUnavailable", "Bus", "BusClosed", "BusSettings", "Catalog",
     "ConfigError", "Delivery", "Event", "InvalidEvent", "MozaiksBusError", "PublishFailed",
     "RetryPolicy", "Route", "RoutingTable", "Scope", "SlowConsumer", "TransportError",
+    "Unprocessable",
     "__version__", "load_settings",
 }
 
