@@ -8,7 +8,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY mozaiks_bus ./mozaiks_bus
 COPY worker ./worker
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 mozaiks
+RUN pip install --no-cache-dir ".[amqp]" && useradd --system --uid 10001 mozaiks
 USER mozaiks
 EXPOSE 8080
 # SIGTERM drains in-flight work (bounded) before exiting; give it time to.
