@@ -14,8 +14,6 @@ import contextlib
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +24,7 @@ from rich.table import Table
 
 from mozaiks_bus.bus import Bus
 from mozaiks_bus.cli._common import command_settings, console, fail, run_command, with_bus
+from mozaiks_bus.durable.tail import tail_streams
 from mozaiks_bus.errors import MozaiksBusError
 from mozaiks_bus.event import Event
 from mozaiks_bus.ops.doctor import run_checks
@@ -89,7 +88,7 @@ def tail_command(ctx: click.Context, pattern: str, count: int | None,
                 done.set()
 
         bus.subscribe_remote(pattern, show)
-        reader = asyncio.create_task(_tail_streams(bus, pattern, show, done))
+        reader = asyncio.create_task(tail_streams(bus.streams, pattern, show, done))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), timeout)
         done.set()
@@ -97,31 +96,6 @@ def tail_command(ctx: click.Context, pattern: str, count: int | None,
         await asyncio.wait_for(asyncio.gather(reader, return_exceptions=True), 5)
 
     run_command(with_bus(settings, work))
-
-
-async def _tail_streams(
-    bus: Bus, pattern: str, show: Callable[[Event], None], done: asyncio.Event
-) -> None:
-    """XREAD (no group: tailing consumes nothing) every matching stream, from the
-    moment the tail started (streams that appear later included)."""
-    matcher = compile_pattern(pattern)
-    client = bus.streams.client
-    keys = bus.streams.keys
-    started = f"{int(time.time() * 1000)}-0"
-    positions: dict[str, str] = {}
-    while not done.is_set():
-        for type_name in await bus.streams.types():
-            if matcher.matches(type_name) and keys.stream(type_name) not in positions:
-                positions[keys.stream(type_name)] = started
-        if not positions:
-            await asyncio.sleep(0.2)
-            continue
-        for key in list(positions):  # one stream a call: no multi-slot reads
-            reply: Any = await client.xread({key: positions[key]}, count=100, block=200)
-            for _, entries in reply or []:
-                for entry_id, fields in entries:
-                    positions[key] = entry_id.decode()
-                    show(Event.from_wire(fields[b"e"]))
 
 
 @click.command("status")

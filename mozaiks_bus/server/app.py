@@ -27,7 +27,7 @@ from mozaiks_bus.bus import Bus
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.event import Event
 from mozaiks_bus.routing import RECONNECTED_EVENT
-from mozaiks_bus.server import admin, events, health, inputs, websocket
+from mozaiks_bus.server import admin, console, events, health, inputs, sink_admin, websocket
 from mozaiks_bus.server.auth import Authenticator, install_secret_filter
 from mozaiks_bus.server.dedupe import DedupeClaims
 from mozaiks_bus.server.errors import install_error_handlers
@@ -124,5 +124,7 @@ def create_app(bus: Bus | None = None, settings: BusSettings | None = None) -> F
     app.include_router(events.build_router(settings.api_max_batch))
     app.include_router(inputs.router)
     app.include_router(admin.router)
+    app.include_router(sink_admin.router)
     app.include_router(websocket.router)
+    app.include_router(console.router)
     return app
