@@ -213,7 +213,8 @@ def test_health_ready_metrics_and_admin(servers: tuple[ServeProcess, ServeProces
     streams = httpx.get(a.url + "/v1/streams", headers=auth(ALL)).json()["streams"]
     assert any(s["type"] == "notification.created" and s["length"] >= 1 for s in streams)
     assert httpx.get(a.url + "/v1/dead-letters", headers=auth(ALL)).json() == {"dead_letters": []}
-    assert httpx.get(a.url + "/v1/sinks", headers=auth(ALL)).json() == {"sinks": []}
+    # no sinks configured, no bridge (amqp_url unset)
+    assert httpx.get(a.url + "/v1/sinks", headers=auth(ALL)).json() == {"sinks": [], "bridge": None}
     assert a.metric("mozaiks_bus_stream_length") >= 1
     assert a.metric("mozaiks_bus_http_events_total") >= 1
     assert a.metric("mozaiks_bus_published_total") >= 1
