@@ -48,6 +48,7 @@ from aio_pika.abc import (
 )
 from redis.asyncio import Redis
 
+from mozaiks_bus import tracing
 from mozaiks_bus.amqp.contracts import Contract, bridge_queue, contracts_for
 from mozaiks_bus.amqp.envelope import (
     BRIDGED_EXTENSION,
@@ -171,18 +172,21 @@ class MassTransitBridge:
             self.counters["bridged_not_returned"] += 1
             return
         contract: Contract = self.outbound[event.type]
-        try:
-            outbound = to_envelope(event, contract, address=self._address,
-                                   origin=self.origin, host=self._host)
-        except InvalidEvent as exc:
-            raise Unprocessable(f"{event.type} {event.id} cannot be a {contract.message_type}"
-                                f": {exc.field}: {exc.rule}") from None
-        message = aio_pika.Message(
-            outbound.body, content_type=CONTENT_TYPE, message_id=outbound.message_id,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT, headers=dict(outbound.headers),
-        )
-        await self.link.publish(lambda t: t.exchanges[contract.exchange], message,
-                                f"{event.type} {event.id}")
+        with tracing.span("producer", f"send {contract.exchange}", event.type, event.id,
+                          event.traceparent):
+            trace = tracing.traceparent_headers(event.traceparent).get("traceparent")
+            try:
+                outbound = to_envelope(event, contract, address=self._address,
+                                       origin=self.origin, host=self._host, traceparent=trace)
+            except InvalidEvent as exc:
+                raise Unprocessable(f"{event.type} {event.id} cannot be a "
+                                    f"{contract.message_type}: {exc.field}: {exc.rule}") from None
+            message = aio_pika.Message(
+                outbound.body, content_type=CONTENT_TYPE, message_id=outbound.message_id,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT, headers=dict(outbound.headers),
+            )
+            await self.link.publish(lambda t: t.exchanges[contract.exchange], message,
+                                    f"{event.type} {event.id}")
         self.counters["published"] += 1
 
     # -- inbound ----------------------------------------------------------------------

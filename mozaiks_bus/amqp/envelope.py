@@ -198,17 +198,20 @@ def host_info() -> dict[str, Any]:
 
 
 def to_envelope(event: Event, contract: Contract, *, address: str, origin: str,
-                host: Mapping[str, Any], sent: datetime | None = None) -> Outbound:
+                host: Mapping[str, Any], sent: datetime | None = None,
+                traceparent: str | None = None) -> Outbound:
     """The MassTransit message of ``event`` (see the module docstring).
 
     ``address`` is the broker's ``rabbitmq://host/vhost/`` base of the addresses;
-    ``origin`` goes into :data:`ORIGIN_HEADER`. Raises InvalidEvent when ``data`` does not
+    ``origin`` goes into :data:`ORIGIN_HEADER`; ``traceparent`` (default: the event's)
+    is the W3C trace context sent along. Raises InvalidEvent when ``data`` does not
     satisfy the contract's model."""
     message_id = guid_for(event.id)
     correlation = event.correlationid
+    trace = traceparent or event.traceparent
     headers: dict[str, str] = {"MozaiksBus-EventId": event.id, "MozaiksBus-EventType": event.type}
-    if event.traceparent:
-        headers["traceparent"] = event.traceparent
+    if trace:
+        headers["traceparent"] = trace
     envelope = {
         "messageId": message_id, "requestId": None,
         "correlationId": guid_for(correlation) if correlation else None,
@@ -224,8 +227,8 @@ def to_envelope(event: Event, contract: Contract, *, address: str, origin: str,
     }
     body = json.dumps(envelope, ensure_ascii=False, allow_nan=False).encode()
     amqp_headers = {ORIGIN_HEADER: origin}
-    if event.traceparent:
-        amqp_headers["traceparent"] = event.traceparent
+    if trace:
+        amqp_headers["traceparent"] = trace
     return Outbound(contract.exchange, body, message_id, amqp_headers)
 
 

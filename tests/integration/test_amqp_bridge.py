@@ -375,3 +375,30 @@ async def test_the_worker_command_runs_the_bridge_and_status_shows_it(
         code = worker.wait(60)
         log.close()
     assert code == 0, (tmp_path / "worker.log").read_text()
+
+
+async def test_the_trace_context_crosses_the_bridge_both_ways(
+    bridge: MassTransitBridge, settings: BusSettings, channel: AbstractChannel,
+) -> None:
+    trace_id = uuid.uuid4().hex
+    parent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
+    queue = await masstransit_endpoint(channel, DIRECT_MESSAGE_SENT_QUEUE, DIRECT_EXCHANGE)
+    async with make_bus(str(settings.broker_url), settings.prefix) as bus:
+        await bus.publish("messaging.direct_message_sent", direct_message(1), traceparent=parent)
+    [message] = await drain(queue, 1, timeout=20)
+    sent = str((message.headers or {})["traceparent"])
+    assert sent.split("-")[1] == trace_id  # the same trace (a child span when traced)
+    assert json.loads(message.body)["headers"]["traceparent"] == sent
+    got: list[Event] = []
+    consumer_bus = make_bus(str(settings.broker_url), settings.prefix)
+    consumer_bus.consumer("hosting.provisioning_requested", group="hosting", start="0")(
+        got.append)
+    inbound_parent = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+    async with consumer_bus:
+        exchange = await channel.declare_exchange(REQUESTED_EXCHANGE,
+                                                  aio_pika.ExchangeType.FANOUT, durable=True)
+        await exchange.publish(aio_pika.Message(
+            dotnet_envelope(requested(), REQUESTED_URN), content_type=rabbitmq.CONTENT_TYPE,
+            headers={"traceparent": inbound_parent}), routing_key="")
+        await wait_for(lambda: got, 20, "the .NET event")
+    assert got[0].traceparent == inbound_parent
