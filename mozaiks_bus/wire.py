@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+import uuid
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any
 
 from mozaiks_bus.errors import InvalidEvent
 
-__all__ = ["DECODER", "format_time", "is_json_safe", "parse_time"]
+__all__ = ["DECODER", "format_time", "is_json_safe", "json_safe", "parse_time"]
 
 
 def format_time(moment: datetime) -> str:
@@ -69,3 +72,35 @@ def is_json_safe(value: object, _depth: int = 0) -> bool:
     if isinstance(value, dict | list | tuple):
         return is_json_safe(dict(value) if isinstance(value, dict) else list(value), _depth)
     return False
+
+
+_MAX_SAFE_DEPTH = 32
+_CONVERSIONS: tuple[tuple[type[Any], Callable[[Any], Any]], ...] = (
+    (datetime, lambda value: format_time(value if value.tzinfo else value.replace(tzinfo=UTC))),
+    (date, date.isoformat),
+    (uuid.UUID, str),
+    (bytes, lambda value: value.decode("utf-8", "replace")),
+    (BaseException, lambda value: f"{type(value).__name__}: {value}"),
+)
+
+
+def json_safe(value: Any, *, fallback: Callable[[Any], Any] = str, _depth: int = 0) -> Any:
+    """``value`` made JSON data, never raising: containers walked (keys as strings,
+    tuples and sets as lists), datetimes RFC 3339, UUIDs and bytes as text, exceptions
+    as ``Type: message``, non-finite floats and anything else through ``fallback``
+    (default ``str``). For payloads built from objects the caller does not control."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if _depth > _MAX_SAFE_DEPTH:
+        return str(value)
+    if isinstance(value, dict):
+        return {str(key): json_safe(item, fallback=fallback, _depth=_depth + 1)
+                for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_safe(item, fallback=fallback, _depth=_depth + 1) for item in value]
+    for kind, convert in _CONVERSIONS:
+        if isinstance(value, kind):
+            return convert(value)
+    return fallback(value)

@@ -5,7 +5,9 @@
 * :mod:`.broker`: ``BrokerAdapter`` / ``NoOpBroker`` / ``get_broker_adapter()``, the
   platform's audit seam;
 * :mod:`.dispatcher`: ``attach_dispatcher()``, forwarding the AI runtime dispatcher's
-  events to a bus without blocking a run.
+  events to a bus without blocking a run;
+* :mod:`.transport`: ``attach_transport()``, the runtime's ``SimpleTransport`` sending UI
+  frames through ``bus.ui`` and taking inputs from any worker.
 """
 
 from mozaiks_bus.compat.broker import (
@@ -16,6 +18,7 @@ from mozaiks_bus.compat.broker import (
 )
 from mozaiks_bus.compat.dispatcher import attach_dispatcher
 from mozaiks_bus.compat.runtime_bus import EventBus, event_bus
+from mozaiks_bus.compat.transport import attach_transport, detach_transport
 
 __all__ = [
     "BrokerAdapter",
@@ -23,6 +26,8 @@ __all__ = [
     "NoOpBroker",
     "RedisBrokerAdapter",
     "attach_dispatcher",
+    "attach_transport",
+    "detach_transport",
     "event_bus",
     "get_broker_adapter",
 ]

@@ -27,7 +27,7 @@ LAYERS: dict[str, int] = {
     "transports.base": 0, "settings": 0, "catalog": 0,
     "transports": 1, "durable": 1, "ui": 1,
     "bus": 2,
-    "compat": 3, "sinks": 3, "testing": 3, "amqp": 3,
+    "compat": 3, "sinks": 3, "testing": 3, "amqp": 3, "ag2": 3,
     "server": 4,
     "ops": 5,
     "cli": 6,
