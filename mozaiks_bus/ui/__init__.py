@@ -21,7 +21,9 @@ Contract:
   an empty or "none" id becomes a new one) and ``await submit_user_input(request_id,
   text) -> bool`` reach the callback in whichever process registered it: a claim key in
   Redis (taken with GETDEL, so exactly one submit wins) names the owner, and the text
-  travels on the owner's control channel. The same for UI tools:
+  travels on the owner's control channel; an ``input_request`` frame is sent only once
+  its claim is in Redis (waiting at most 5 s), so a browser can never answer a request
+  before another worker could route the answer. The same for UI tools:
   ``await wait_for_response(event_id, timeout)`` / ``await submit_response(event_id,
   data) -> bool``. Without a broker all of this works within the process.
 
@@ -50,6 +52,17 @@ _SEQUENCED_KINDS = frozenset({"text", "print"})
 DEFAULT_CLIENT_QUEUE = DEFAULT_API_WS_QUEUE_SIZE  # what the API gives each WebSocket
 
 
+def _input_request_id(event: dict[str, Any]) -> str | None:
+    """The request id of an ``input_request`` event or envelope, else None."""
+    if event.get("kind") == "input_request":
+        found = event.get("request_id")
+    elif event.get("type") == "chat.input_request" and isinstance(event.get("data"), dict):
+        found = event["data"].get("request_id")
+    else:
+        return None
+    return None if found is None else str(found)
+
+
 class UiHub:
     """``bus.ui``: send frames to chats, open chats for WebSockets, route inputs."""
 
@@ -73,7 +86,12 @@ class UiHub:
         """Send one frame to ``chat_id``'s sockets on every worker; returns its id."""
         frame = self.build_frame(chat_id, event)
         await self._loop.ensure_started()
-        return await self._loop.run(self._transport.append(chat_id, frame))
+        return await self._loop.run(self._append(chat_id, frame, _input_request_id(event)))
+
+    async def _append(self, chat_id: str, frame: str, request_id: str | None) -> str:
+        if request_id is not None:  # announce a request only once it can be answered
+            await self._inputs.claimed(request_id)
+        return await self._transport.append(chat_id, frame)
 
     def build_frame(self, chat_id: str, event: dict[str, Any]) -> str:
         """The platform's UI envelope as JSON (raises InvalidEvent for bad input)."""

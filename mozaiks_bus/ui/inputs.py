@@ -9,6 +9,7 @@ submit wins). Without a broker the owner is always this process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -22,6 +23,7 @@ from mozaiks_bus.transports.base import UiTransport
 __all__ = ["InputCallback", "InputRouter"]
 
 logger = logging.getLogger("mozaiks_bus.ui")
+CLAIM_WAIT_S = 5.0  # how long a request's frame waits for its claim (Redis trouble)
 InputCallback = Callable[[str], Any]
 _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
@@ -37,6 +39,7 @@ class InputRouter:
         self._acknowledge = acknowledge  # (chat id, request id): the input_ack frame
         self._inputs: dict[str, tuple[str, InputCallback]] = {}
         self._waiters: dict[str, asyncio.Future[Any]] = {}
+        self._claiming: dict[str, asyncio.Event] = {}  # input claims not yet in Redis
 
     def register_input_request(
         self, chat_id: str, request_id: object, callback: InputCallback
@@ -47,8 +50,26 @@ class InputRouter:
         if rid in ("", "none", "None"):
             rid = uuid.uuid4().hex
         self._inputs[rid] = (chat_id, callback)
-        self._loop.soon(self._claim(f"input:{rid}"))
+        self._claiming[rid] = asyncio.Event()
+        self._loop.soon(self._claim_input(rid))
         return rid
+
+    async def claimed(self, request_id: str, timeout: float = CLAIM_WAIT_S) -> None:
+        """Wait (bounded) until ``request_id``'s claim is in Redis, so a frame announcing
+        the request never reaches a browser before a submit on another worker can find
+        it. Returns at once for ids not being claimed."""
+        pending = self._claiming.get(request_id)
+        if pending is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pending.wait(), timeout)
+
+    async def _claim_input(self, request_id: str) -> None:
+        try:
+            await self._claim(f"input:{request_id}")
+        finally:
+            done = self._claiming.pop(request_id, None)
+            if done is not None:
+                done.set()
 
     async def submit_user_input(self, request_id: str, text: str) -> bool:
         """Deliver ``text`` to the callback registered for ``request_id`` (one-shot)."""
