@@ -402,3 +402,48 @@ async def test_the_trace_context_crosses_the_bridge_both_ways(
             headers={"traceparent": inbound_parent}), routing_key="")
         await wait_for(lambda: got, 20, "the .NET event")
     assert got[0].traceparent == inbound_parent
+
+
+async def test_a_publish_rabbitmq_refuses_is_dead_lettered_then_replayed(
+    settings: BusSettings, channel: AbstractChannel,
+) -> None:
+    """A queue that rejects publishes (``x-overflow: reject-publish``) makes RabbitMQ nack
+    the bridge's publish: retried, dead-lettered after ``amqp_max_deliveries``, and
+    delivered by ``dlq replay`` once the cause is gone. (A nack means some queue refused:
+    others may hold a copy of each attempt, with the same ``messageId``; here the .NET
+    endpoint is declared only after the refusals, so it sees the replay alone.)"""
+    settings = settings.model_copy(update={"amqp_max_deliveries": 2,
+                                           "amqp_declare_endpoints": False})
+    bridge = MassTransitBridge(settings, report_interval_s=0.2)
+    await bridge.start()
+    try:
+        await wait_for(lambda: bridge.link.connected, 20, "the bridge to connect")
+        exchange = await channel.get_exchange(DIRECT_EXCHANGE)
+        full = await channel.declare_queue("always-full", durable=True, arguments={
+            "x-max-length": 0, "x-overflow": "reject-publish"})
+        await full.bind(exchange)
+        async with make_bus(str(settings.broker_url), settings.prefix) as bus:
+            sent = await bus.publish("messaging.direct_message_sent", direct_message(7))
+
+            async def dead() -> list[Any]:
+                return await bus.streams.dead_letters(["messaging.direct_message_sent"])
+
+            letters: list[Any] = []
+            deadline = asyncio.get_running_loop().time() + 20
+            while not letters:
+                assert asyncio.get_running_loop().time() < deadline, "no dead letter"
+                letters = await dead()
+                await asyncio.sleep(0.1)
+            [letter] = letters
+            assert (letter.event["id"], letter.group, letter.deliveries) == \
+                (sent.id, "bridge.amqp", 2)
+            assert "RabbitMQ did not confirm" in letter.error
+            await full.delete(if_unused=False, if_empty=False)
+            queue = await masstransit_endpoint(channel, DIRECT_MESSAGE_SENT_QUEUE,
+                                               DIRECT_EXCHANGE)
+            await bus.streams.replay_dead_letter("messaging.direct_message_sent", letter.id)
+            delivered = await drain(queue, 1, timeout=20)
+    finally:
+        await asyncio.wait_for(bridge.stop(), 30)
+    ids = [json.loads(m.body)["messageId"] for m in delivered]
+    assert ids.count(str(uuid.UUID(sent.id))) == 1, "delivered once, after the replay"
