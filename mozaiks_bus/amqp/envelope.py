@@ -41,7 +41,7 @@ import re
 import socket
 import sys
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -126,22 +126,22 @@ def _net_json(value: Any) -> Any:
     return value
 
 
+def _map_keys(value: Any, rename: Callable[[str], str]) -> Any:
+    if isinstance(value, dict):
+        return {rename(key): _map_keys(item, rename) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_map_keys(item, rename) for item in value]
+    return value
+
+
 def camel_keys(value: Any) -> Any:
     """``snake_case`` keys as ``camelCase``, at every depth (other values unchanged)."""
-    if isinstance(value, dict):
-        return {_camel(key): camel_keys(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [camel_keys(item) for item in value]
-    return value
+    return _map_keys(value, _camel)
 
 
 def snake_keys(value: Any) -> Any:
     """``camelCase`` (or ``PascalCase``) keys as ``snake_case``, at every depth."""
-    if isinstance(value, dict):
-        return {_snake(key): snake_keys(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [snake_keys(item) for item in value]
-    return value
+    return _map_keys(value, _snake)
 
 
 def _camel(key: str) -> str:

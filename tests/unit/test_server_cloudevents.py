@@ -7,7 +7,7 @@ stored once in the type's stream, and the checks answer as for plain JSON.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -17,7 +17,6 @@ from cloudevents.core.bindings.http import to_binary, to_structured
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
-from mozaiks_bus.connection import create_sync_client
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
 from tests.unit.server_support import TOKENS, Served, make_settings, serve_app
@@ -26,18 +25,7 @@ PUB = TOKENS["TEST_TOKEN_PUB"]
 STREAM = Keys("mozaiks").stream("notification.created")
 FORMAT = JSONFormat()
 
-
-@pytest.fixture(autouse=True)
-def _tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in TOKENS.items():
-        monkeypatch.setenv(name, value)
-
-
-@pytest.fixture
-def sync_redis(memory_url: str) -> Iterator[redis.Redis]:
-    client = create_sync_client(memory_url)
-    yield client
-    client.close()
+pytestmark = pytest.mark.usefixtures("api_tokens")
 
 
 @pytest.fixture

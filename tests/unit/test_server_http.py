@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 import redis
 
-from mozaiks_bus.connection import create_sync_client
 from mozaiks_bus.errors import BrokerUnavailable
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
@@ -21,22 +20,11 @@ from tests.unit.server_support import TOKENS, Served, make_settings, serve_app
 
 ALL, PUB, ADMIN = (TOKENS[k] for k in ("TEST_TOKEN_ALL", "TEST_TOKEN_PUB", "TEST_TOKEN_ADMIN"))
 
+pytestmark = pytest.mark.usefixtures("api_tokens")
+
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture(autouse=True)
-def _tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in TOKENS.items():
-        monkeypatch.setenv(name, value)
-
-
-@pytest.fixture
-def sync_redis(memory_url: str) -> Iterator[redis.Redis]:
-    client = create_sync_client(memory_url)
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -15,11 +15,7 @@ from tests.unit.server_support import ORIGIN, TOKENS, Served, make_settings, ser
 
 UI, PUB = TOKENS["TEST_TOKEN_UI"], TOKENS["TEST_TOKEN_PUB"]
 
-
-@pytest.fixture(autouse=True)
-def _tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in TOKENS.items():
-        monkeypatch.setenv(name, value)
+pytestmark = pytest.mark.usefixtures("api_tokens")
 
 
 @pytest.fixture
