@@ -48,7 +48,7 @@ class Outbound:
         """A new event from a publish call; ``attrs`` holds event attributes and the
         scope overrides ``fanout``/``durable``/``ui`` (popped here)."""
         overrides = {name: attrs.pop(name, None) for name in ("fanout", "durable", "ui")}
-        if tracing.ENABLED and not attrs.get("traceparent"):
+        if not attrs.get("traceparent") and tracing.active():
             attrs["traceparent"] = tracing.new_traceparent(type)
         event = Event.create(type, data, source=self._source, **attrs)
         return self.route(event, **overrides)

@@ -315,7 +315,7 @@ class GroupConsumer:
 
     async def _call(self, event: Event, delivery: Delivery | None) -> None:
         args: tuple[Any, ...] = (event,) if delivery is None else (event, delivery)
-        if not tracing.ENABLED:  # no span machinery at all on the hot path
+        if not tracing.active():  # no span machinery at all on the hot path
             await _invoke(self.spec.handler, self._is_async, args)
             return
         with tracing.span("consumer", f"consume {event.type}", event.type, event.id,

@@ -447,3 +447,35 @@ async def test_a_publish_rabbitmq_refuses_is_dead_lettered_then_replayed(
         await asyncio.wait_for(bridge.stop(), 30)
     ids = [json.loads(m.body)["messageId"] for m in delivered]
     assert ids.count(str(uuid.UUID(sent.id))) == 1, "delivered once, after the replay"
+
+
+@pytest.mark.slow
+async def test_a_bridge_started_while_rabbitmq_is_down_waits_and_then_delivers(
+    settings: BusSettings, vhost: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    await asyncio.to_thread(rabbitmq.rabbitmqctl, "stop_app")
+    bridge = MassTransitBridge(settings, report_interval_s=0.2)
+    try:
+        await bridge.start()  # returns: the RabbitMQ side waits in the background
+        async with make_bus(str(settings.broker_url), settings.prefix) as bus:
+            sent = [await bus.publish("messaging.direct_message_sent", direct_message(n))
+                    for n in range(5)]
+        await asyncio.sleep(2)
+        assert not bridge.link.connected
+        assert "waiting for RabbitMQ" in caplog.text
+        assert bridge.link.last_error is not None
+    finally:
+        await asyncio.to_thread(rabbitmq.rabbitmqctl, "start_app")
+        await asyncio.to_thread(rabbitmq.rabbitmqctl, "await_startup")
+    try:
+        await wait_for(lambda: bridge.counters["published"] >= 5, 60,
+                       "the events after RabbitMQ came up", every=0.2)
+    finally:
+        await asyncio.wait_for(bridge.stop(), 30)
+    connection = await aio_pika.connect(rabbitmq.amqp_url(vhost))
+    async with connection:
+        channel = await connection.channel()
+        queue = await masstransit_endpoint(channel, DIRECT_MESSAGE_SENT_QUEUE, DIRECT_EXCHANGE)
+        delivered = await drain(queue, 5, timeout=30)
+    assert {json.loads(m.body)["messageId"] for m in delivered} == \
+        {str(uuid.UUID(event.id)) for event in sent}

@@ -110,3 +110,33 @@ def test_without_opentelemetry_nothing_is_traced_and_everything_works() -> None:
                           timeout=60, check=False, env=clean_env())
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_with_the_api_but_no_provider_no_span_is_made_and_the_context_still_travels() -> None:
+    script = (
+        "import asyncio\n"
+        "from opentelemetry import trace\n"
+        "from mozaiks_bus import Bus, tracing\n"
+        "assert tracing.ENABLED and not tracing.active()\n"
+        "seen = []\n"
+        "bus = Bus()\n"
+        "bus.subscribe('a.b', seen.append)\n"
+        "parent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'\n"
+        "event = asyncio.run(bus.publish('a.b', {'n': 1}, traceparent=parent))\n"
+        "assert seen[0].traceparent == parent\n"
+        "assert tracing.traceparent_headers(parent) == {'traceparent': parent}\n"
+        "assert asyncio.run(bus.publish('a.b', {'n': 2})).traceparent is None\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "trace.set_tracer_provider(TracerProvider())  # configured later, as apps do\n"
+        "import time\n"
+        "deadline = time.monotonic() + 3\n"
+        "while not tracing.active() and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
+        "assert tracing.active(), 'a provider set later is seen within a second'\n"
+        "assert tracing.new_traceparent('a.b') is not None\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False, env=clean_env())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
