@@ -212,10 +212,19 @@ class MassTransitBridge:
         except (EnvelopeError, InvalidEvent) as exc:
             await self._move(message, "error", exc)
             return
-        except (BusClosed, asyncio.CancelledError):
+        except BusClosed:  # stopping: the message goes back to the queue for later
+            with contextlib.suppress(*AMQP_ERRORS):
+                await message.nack(requeue=True)
+            return
+        except asyncio.CancelledError:
             with contextlib.suppress(*AMQP_ERRORS):
                 await message.nack(requeue=True)
             raise
+        except Exception as exc:  # a bug of ours must not leave the message unacked
+            logger.exception("inbound message %s could not be taken in", message.message_id)
+            await self._move(message, "error", EnvelopeError(
+                "body", f"could not be taken in: {type(exc).__name__}: {exc}"))
+            return
         await message.ack()
         self.counters["received"] += 1
 

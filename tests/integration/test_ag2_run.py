@@ -179,3 +179,43 @@ async def test_a_failing_run_ends_with_run_failed_after_the_frames_before_it(
     assert kinds.count("chat.orchestration.run_failed") == 1
     assert any(f["type"] == "chat.text" and f["data"]["content"] == "Plan ready."
                for f in frames), "the frames before the failure were sent"
+
+
+async def test_a_sync_run_is_read_off_the_loop_and_forwarded_in_order(
+    redis_url: str, key_prefix: str,
+) -> None:
+    """``agent.run(...)`` (a RunResponse whose iterator blocks) works the same."""
+    chat = f"chat-{uuid.uuid4().hex[:8]}"
+    alice = ConversableAgent("alice", llm_config=False, human_input_mode="NEVER")
+    bob = ConversableAgent("bob", llm_config=False, human_input_mode="NEVER")
+    bob.register_reply([ConversableAgent, None], fixed("hi alice"), position=0)
+    bus = make_bus(redis_url, key_prefix)
+    async with bus:
+        frames: list[dict[str, Any]] = []
+        async with await bus.ui.open(chat, last_event_id=None) as stream:
+
+            async def collect() -> None:
+                async for frame in stream:
+                    frames.append(json.loads(frame))
+
+            reader = asyncio.create_task(collect())
+            ticks = 0
+
+            async def tick() -> None:  # the loop stays free while the run's thread blocks
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            ticker = asyncio.create_task(tick())
+            outcome = await forward_run(alice.run(bob, message="hello bob", max_turns=1),
+                                        bus, chat)
+            ticker.cancel()
+            await wait_for(lambda: len(frames) == len(outcome.frames) + 1, 10, "every frame")
+            reader.cancel()
+    assert outcome.status == "completed"
+    texts = [(f["data"]["agent"], f["data"]["content"]) for f in frames
+             if f["type"] == "chat.text"]
+    assert texts == [("alice", "hello bob"), ("bob", "hi alice")]
+    assert [f["id"] for f in frames[:-1]] == outcome.frames
+    assert ticks > 0
