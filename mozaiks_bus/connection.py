@@ -222,7 +222,8 @@ class ClientOptions(TypedDict, total=False):
 
     ``socket_timeout`` (5 s) bounds every reply: pass ``None`` (or more than the BLOCK
     time) for a client that issues blocking reads. ``source`` names where the URL came
-    from (an env var, ``file:line``) for :class:`ConfigError`.
+    from (an env var, ``file:line``) for :class:`ConfigError`. ``protocol`` (default:
+    redis-py's, RESP3) picks RESP2 or RESP3.
     """
 
     decode_responses: bool
@@ -232,6 +233,7 @@ class ClientOptions(TypedDict, total=False):
     client_name: str | None
     retries: int
     source: str | None
+    protocol: int | None
 
 
 def _create(
@@ -245,6 +247,7 @@ def _create(
     client_name: str | None = None,
     retries: int = 3,
     source: str | None = None,
+    protocol: int | None = None,
 ) -> Any:
     broker = parse_broker_url(url, source=source)
     backoff = ExponentialWithJitterBackoff(base=0.05, cap=0.5)
@@ -258,9 +261,11 @@ def _create(
         opts["health_check_interval"] = health_check_interval
     if client_name is not None:
         opts["client_name"] = client_name
-    if broker.scheme == "memory":
+    if broker.scheme == "memory":  # fakeredis speaks whatever it is asked; no protocol
         fake = fakeredis.FakeRedis if sync else fakeredis.FakeAsyncRedis
         return fake(server=_memory_server(broker.name), db=broker.db, **opts)
+    if protocol is not None:
+        opts["protocol"] = protocol
     if broker.scheme == "redis+sentinel":
         auth = {"username": broker.username, "password": broker.password, "db": broker.db}
         manager = (Sentinel if sync else AsyncSentinel)(list(broker.sentinels), **auth, **opts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -149,3 +150,20 @@ def test_the_fast_encoder_writes_the_same_bytes_as_the_dict_form() -> None:
         event = Event.create("a.b", {"k": "ü", "n": [1, 2.5]}, source='s"v', **attrs)  # type: ignore[arg-type]
         assert event.to_json() == json.dumps(event.to_dict(), separators=(",", ":"))
         assert Event.from_json(event.to_json()) == event
+
+
+@pytest.mark.parametrize("attrs", [
+    {}, {"subject": "chat-1"},
+    {"subject": "c", "correlationid": "k", "causationid": "p",
+     "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+])
+def test_from_wire_rebuilds_the_event_it_was_written_from(attrs: dict[str, str]) -> None:
+    event = Event.create("orders.created", {"n": 1, "nested": {"a": [1, 2]}}, **attrs)
+    decoded = Event.from_wire(event.to_json())
+    assert decoded == event
+    assert decoded.to_json() == event.to_json()
+    assert decoded.extensions == {}
+    with pytest.raises(FrozenInstanceError):
+        decoded.type = "other"  # type: ignore[misc]
+    with_extension = Event.create("orders.created", {}, extensions={"tenant": "t1"})
+    assert Event.from_wire(with_extension.to_json()).extensions == {"tenant": "t1"}

@@ -170,9 +170,12 @@ class PubSubListener:
     async def _listen_once(self) -> None:
         self.status = "reconnecting" if self._down_since is not None else "connecting"
         interval = self.settings.health_check_interval_s
+        # RESP2: under redis-py 8.1's RESP3 default every pub/sub message goes through
+        # the push-notification handlers, which format the whole reply into a log text
+        # even with DEBUG off (shared/research/perf-levers.md §2)
         client = create_async_client(
             self.url, client_name=f"mozaiks-bus:{self.settings.service}:listen",
-            socket_timeout=None, socket_connect_timeout=interval, retries=0,
+            socket_timeout=None, socket_connect_timeout=interval, retries=0, protocol=2,
         )
         pubsub = client.pubsub(ignore_subscribe_messages=False)
         try:
