@@ -28,7 +28,7 @@ from mozaiks_bus.connection import redact_url
 from mozaiks_bus.errors import PublishFailed
 from mozaiks_bus.retry import Backoff
 
-__all__ = ["AMQP_ERRORS", "RabbitLink"]
+__all__ = ["AMQP_ERRORS", "RabbitLink", "probe"]
 
 logger = logging.getLogger("mozaiks_bus.amqp")
 AMQP_ERRORS: tuple[type[BaseException], ...] = (AMQPError, OSError, TimeoutError,
@@ -160,3 +160,19 @@ class RabbitLink:
         if self._connection is not None:
             with contextlib.suppress(*AMQP_ERRORS):
                 await self._connection.close()
+
+
+async def probe(url: str, timeout_s: float = 5.0) -> str:
+    """Connect once and say what answered (``RabbitMQ 3.12.1``); raises what aio-pika
+    raises when nothing does (``doctor`` shows it)."""
+    connection = await aio_pika.connect(url, timeout=timeout_s)
+    try:
+        properties = connection.transport.connection.server_properties \
+            if connection.transport is not None else {}
+        product = properties.get("product", "AMQP server")
+        version = properties.get("version", "")
+        as_text = [value.decode() if isinstance(value, bytes) else str(value)
+                   for value in (product, version)]
+        return " ".join(part for part in as_text if part)
+    finally:
+        await connection.close()

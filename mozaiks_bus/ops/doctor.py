@@ -10,11 +10,14 @@ do). Failing checks make the command exit non-zero:
 * ``maxmemory-policy`` is ``noeviction``: any other policy can silently evict streams,
   dead letters and RQ jobs under memory pressure;
 * hints (warnings, not failures): no TLS to a non-loopback host, the default user
-  without a password, ``appendfsync no``.
+  without a password, ``appendfsync no``;
+* with ``amqp_url`` (the MassTransit bridge): RabbitMQ answers, and aio-pika is
+  installed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -23,6 +26,7 @@ from urllib.parse import urlsplit
 import redis
 
 from mozaiks_bus.connection import create_sync_client, redact_url
+from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.settings import BusSettings
 
@@ -54,9 +58,31 @@ def run_checks(settings: BusSettings) -> list[Check]:
                       "fine for demos and tests; nothing survives a restart")]
     client = create_sync_client(url, socket_timeout=5.0, retries=0)
     try:
-        return list(_checks(client, url))
+        checks = list(_checks(client, url))
     finally:
         client.close()
+    if settings.amqp_url:
+        checks.append(_rabbitmq(settings.amqp_url))
+    return checks
+
+
+def _rabbitmq(url: str) -> Check:
+    """The bridge's RabbitMQ (the bridge itself would wait for it, so this says why)."""
+    from mozaiks_bus.amqp import require_amqp  # noqa: PLC0415
+
+    try:
+        require_amqp()
+    except ConfigError as exc:
+        return Check("rabbitmq", "fail", exc.reason, "install the extra, or unset amqp_url")
+    from mozaiks_bus.amqp.link import AMQP_ERRORS, probe  # noqa: PLC0415  # aio-pika
+
+    try:
+        found = asyncio.run(probe(url))
+    except AMQP_ERRORS as exc:
+        return Check("rabbitmq", "fail", f"{redact_url(url)}: {type(exc).__name__}: {exc}",
+                     "is RabbitMQ running, and do the URL, user, password and vhost match? "
+                     "(the bridge waits for it meanwhile)")
+    return Check("rabbitmq", "ok", f"{found} at {redact_url(url)}")
 
 
 def _checks(client: redis.Redis, url: str) -> Iterator[Check]:

@@ -64,6 +64,25 @@ def test_doctor_fails_on_eviction_and_missing_persistence_and_passes_a_good_redi
     assert "reachable" in out
 
 
+def test_doctor_checks_the_bridges_rabbitmq(
+    make_redis_server: MakeRedisServer, env: pytest.MonkeyPatch
+) -> None:
+    from tests.integration.rabbitmq import HOST, PORT, require_rabbitmq  # noqa: PLC0415
+
+    require_rabbitmq()
+    good = make_redis_server(appendonly=True)
+    env.setenv("MOZAIKS_BROKER_URL", good.url)
+    env.setenv("MOZAIKS_AMQP_URL", f"amqp://guest:guest@{HOST}:{PORT}/")  # the default vhost
+    code, out = invoke("doctor")
+    assert code == 0, out
+    assert "RabbitMQ" in out
+    env.setenv("MOZAIKS_AMQP_URL", "amqp://guest:not-the-password@127.0.0.1:1/")
+    code, out = invoke("doctor")
+    assert code == 1
+    assert "rabbitmq" in out
+    assert "not-the-password" not in out
+
+
 def test_publish_status_dlq_and_replay(
     redis_url: str, key_prefix: str, env: pytest.MonkeyPatch
 ) -> None:
