@@ -370,6 +370,12 @@ async def test_the_worker_command_runs_the_bridge_and_status_shows_it(
                       if o["type"] == "messaging.direct_message_sent"]
         assert outbound["lag"] == 0
         assert outbound["pending"] == 0
+        table = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "mozaiks_bus.cli", "status"], env={**env, "COLUMNS": "200"},
+            capture_output=True,
+            text=True, timeout=60, check=True)
+        assert "MassTransit bridge" in table.stdout
+        assert "EventBus.Messages.Events:DirectMessageSentEvent" in table.stdout
     finally:
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(60)
