@@ -172,6 +172,11 @@ async def test_the_tail_socket_sends_nothing_without_an_admin_token(served: Serv
             "ready": True, "pattern": "orders.*"}
         [event] = await publish(served, 1)
         assert json.loads(await asyncio.wait_for(socket.recv(), 10))["id"] == event.id
+        settings = served.state.settings
+        async with make_bus(str(settings.broker_url), settings.prefix) as other:
+            fanned = await other.publish("orders.shipped", {"n": 2}, fanout=True,
+                                         durable=False)  # fan-out only, from another bus
+        assert json.loads(await asyncio.wait_for(socket.recv(), 10))["id"] == fanned.id
 
 
 async def test_a_sink_dead_letter_is_listed_replayed_and_purged(
