@@ -10,8 +10,10 @@ consumer once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -66,6 +68,24 @@ def trip_planning_chat() -> DefaultPattern:
     user.handoffs.set_after_work(TerminateTarget())
     return DefaultPattern(initial_agent=planner, agents=[planner, executor, writer, user],
                           group_manager_args={"llm_config": False})
+
+
+@contextlib.asynccontextmanager
+async def watching(bus: Any, chat: str) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every frame of ``chat`` from now on, collected in a list while the block runs."""
+    frames: list[dict[str, Any]] = []
+    async with await bus.ui.open(chat, last_event_id=None) as stream:
+
+        async def collect() -> None:
+            async for frame in stream:
+                frames.append(json.loads(frame))
+
+        reader = asyncio.create_task(collect())
+        try:
+            yield frames
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
 
 
 async def read_frames(socket: Any, until: Any, frames: list[dict[str, Any]]) -> None:
@@ -157,20 +177,11 @@ async def test_a_failing_run_ends_with_run_failed_after_the_frames_before_it(
     pattern = DefaultPattern(initial_agent=planner, agents=[planner, writer],
                              group_manager_args={"llm_config": False})
     bus = make_bus(redis_url, key_prefix)
-    async with bus:
-        frames: list[dict[str, Any]] = []
-        async with await bus.ui.open(chat, last_event_id=None) as stream:
-
-            async def collect() -> None:
-                async for frame in stream:
-                    frames.append(json.loads(frame))
-
-            reader = asyncio.create_task(collect())
-            outcome = await forward_run(await a_run_group_chat(
-                pattern=pattern, messages="Go", max_rounds=5), bus, chat)
-            # the run's frames, then chat.run_complete (durable, and routed to the chat too)
-            await wait_for(lambda: len(frames) == len(outcome.frames) + 1, 10, "every frame")
-            reader.cancel()
+    async with bus, watching(bus, chat) as frames:
+        outcome = await forward_run(await a_run_group_chat(
+            pattern=pattern, messages="Go", max_rounds=5), bus, chat)
+        # the run's frames, then chat.run_complete (durable, and routed to the chat too)
+        await wait_for(lambda: len(frames) == len(outcome.frames) + 1, 10, "every frame")
     assert outcome.status == "failed"
     assert "the writer's model is down" in str(outcome.error)
     kinds = [frame["type"] for frame in frames]
@@ -190,29 +201,20 @@ async def test_a_sync_run_is_read_off_the_loop_and_forwarded_in_order(
     bob = ConversableAgent("bob", llm_config=False, human_input_mode="NEVER")
     bob.register_reply([ConversableAgent, None], fixed("hi alice"), position=0)
     bus = make_bus(redis_url, key_prefix)
-    async with bus:
-        frames: list[dict[str, Any]] = []
-        async with await bus.ui.open(chat, last_event_id=None) as stream:
+    async with bus, watching(bus, chat) as frames:
+        ticks = 0
 
-            async def collect() -> None:
-                async for frame in stream:
-                    frames.append(json.loads(frame))
+        async def tick() -> None:  # the loop stays free while the run's thread blocks
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
 
-            reader = asyncio.create_task(collect())
-            ticks = 0
-
-            async def tick() -> None:  # the loop stays free while the run's thread blocks
-                nonlocal ticks
-                while True:
-                    ticks += 1
-                    await asyncio.sleep(0.01)
-
-            ticker = asyncio.create_task(tick())
-            outcome = await forward_run(alice.run(bob, message="hello bob", max_turns=1),
-                                        bus, chat)
-            ticker.cancel()
-            await wait_for(lambda: len(frames) == len(outcome.frames) + 1, 10, "every frame")
-            reader.cancel()
+        ticker = asyncio.create_task(tick())
+        outcome = await forward_run(alice.run(bob, message="hello bob", max_turns=1),
+                                    bus, chat)
+        ticker.cancel()
+        await wait_for(lambda: len(frames) == len(outcome.frames) + 1, 10, "every frame")
     assert outcome.status == "completed"
     texts = [(f["data"]["agent"], f["data"]["content"]) for f in frames
              if f["type"] == "chat.text"]

@@ -90,6 +90,14 @@ def test_an_event_without_a_trace_sends_no_trace_header() -> None:
                                                 SinkSecrets())
 
 
+def run_script(script: str) -> None:
+    """Run ``script`` in a fresh interpreter (tracing state is per process); it prints ok."""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False, env=clean_env())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
 def test_without_opentelemetry_nothing_is_traced_and_everything_works() -> None:
     script = (
         "import sys, asyncio\n"
@@ -106,10 +114,7 @@ def test_without_opentelemetry_nothing_is_traced_and_everything_works() -> None:
         "assert tracing.traceparent_headers(None) == {}\n"
         "print('ok')\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, check=False, env=clean_env())
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    run_script(script)
 
 
 def test_with_the_api_but_no_provider_no_span_is_made_and_the_context_still_travels() -> None:
@@ -136,7 +141,4 @@ def test_with_the_api_but_no_provider_no_span_is_made_and_the_context_still_trav
         "assert tracing.new_traceparent('a.b') is not None\n"
         "print('ok')\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, check=False, env=clean_env())
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    run_script(script)
