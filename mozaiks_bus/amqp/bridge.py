@@ -115,6 +115,11 @@ class MassTransitBridge:
         self.outbound = {c.type: c for c in self.contracts if c.outbound}
         self.inbound = [c for c in self.contracts if c.inbound]
         self.queue = bridge_queue(settings)
+        endpoints = {c.queue for c in self.contracts if c.queue}
+        if self.queue in endpoints:
+            raise ConfigError("amqp_queue", f"{self.queue!r} is a .NET receive endpoint's "
+                              "queue; the bridge would compete with its consumer for "
+                              "messages: name a queue of the bridge's own")
         self.origin = f"mozaiks-bus.{settings.prefix}"
         self.instance = instance or f"{socket.gethostname()}.{os.getpid()}"
         self.report_interval_s = report_interval_s

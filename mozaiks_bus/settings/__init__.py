@@ -66,6 +66,7 @@ from mozaiks_bus.settings.amqp import (
     DEFAULT_AMQP_MAX_DELIVERIES,
     AmqpContract,
     check_amqp_url,
+    check_contracts,
     check_queue_name,
 )
 from mozaiks_bus.settings.api import (
@@ -272,6 +273,7 @@ class BusSettings(BaseSettings):
 
     _check_amqp_url = field_validator("amqp_url")(check_amqp_url)
     _check_amqp_queue = field_validator("amqp_queue")(check_queue_name)
+    _check_amqp_contracts = field_validator("amqp_contracts")(check_contracts)
     _unique_sinks = field_validator("sinks")(unique_names)
     _unique_api_tokens = field_validator("api_tokens")(unique_names)
     _check_api_origins = field_validator("api_allowed_origins")(check_origins)

@@ -20,6 +20,10 @@ from mozaiks_bus.settings.sinks import SinkConfig, is_secret_name
 __all__ = ["translate"]
 
 
+_REPEATS = {"duplicate_name": "name", "duplicate_type": "type",
+            "duplicate_message_type": "message_type"}
+
+
 def translate(exc: ValidationError, state: LoadState, settings_model: type[BaseModel]
               ) -> ConfigError:
     """The first problem of ``exc`` (and the names of up to five more)."""
@@ -27,8 +31,8 @@ def translate(exc: ValidationError, state: LoadState, settings_model: type[BaseM
     for error in exc.errors(include_url=False, include_input=False):
         loc = tuple(error["loc"])
         ctx = error.get("ctx") or {}
-        if error["type"] == "duplicate_name":
-            loc = (*loc, ctx["index"], "name")
+        if error["type"] in _REPEATS:  # point at the later entry's field
+            loc = (*loc, ctx["index"], _REPEATS[error["type"]])
         path = ".".join(str(part) for part in loc) or "settings"
         problems.append((path, _reason(error["type"], error["msg"], loc, settings_model),
                          _source(loc, state)))

@@ -8,13 +8,16 @@ use), ``MOZAIKS_BUS_AMQP_URL`` being the other accepted spelling.
   RabbitMQ takes them); unset, the bridge is off. Masked like the broker URL.
 * ``amqp_queue``: the bridge's own durable queue for inbound events (default
   ``<prefix>.bridge``); never an existing MassTransit endpoint's queue, which it would
-  compete with. Its error queue is ``<amqp_queue>_error``, as MassTransit names them.
+  compete with (a known endpoint's queue is refused when the bridge starts). Its error
+  queue is ``<amqp_queue>_error``, as MassTransit names them.
 * ``amqp_contracts``: ``[[amqp_contracts]]`` for types beyond the catalog's .NET
   contracts, each with ``type`` (the bus type), ``message_type``
   (``Namespace:ClassName``, giving the URN ``urn:message:Namespace:ClassName`` and the
   exchange of that name), ``direction`` (``outbound``, ``inbound`` or ``both``), an
   optional ``queue`` (the .NET receive endpoint to declare for outbound messages) and
   ``camel_case`` (data keys ``snake_case`` on the bus, ``camelCase`` in the message).
+  A type or a message type (case-insensitively, as MassTransit matches URNs) may appear
+  once.
 * ``amqp_declare_endpoints``: declare the receive endpoints (exchange + queue, as
   MassTransit declares them) of outbound contracts that name one, so messages wait for
   a .NET service that has not started yet (default true).
@@ -31,6 +34,7 @@ import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from mozaiks_bus.errors import InvalidEvent
 from mozaiks_bus.event import validate_type
@@ -40,6 +44,7 @@ __all__ = [
     "DEFAULT_AMQP_MAX_DELIVERIES",
     "AmqpContract",
     "check_amqp_url",
+    "check_contracts",
     "check_queue_name",
 ]
 
@@ -95,3 +100,24 @@ class AmqpContract(BaseModel):
         return value
 
     _check_queue = field_validator("queue")(check_queue_name)
+
+
+def check_contracts(items: list[AmqpContract]) -> list[AmqpContract]:
+    """``items`` if no type and no message type repeats (a repeated message type would
+    make an inbound message match two bus types); the error names the later entry."""
+    types: dict[str, int] = {}
+    messages: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if item.type in types:
+            raise PydanticCustomError(
+                "duplicate_type", "type '{type}' is already configured by entry {first}; "
+                "one contract per type",
+                {"type": item.type, "first": types[item.type], "index": index})
+        folded = item.message_type.lower()  # MassTransit matches URNs case-insensitively
+        if folded in messages:
+            raise PydanticCustomError(
+                "duplicate_message_type", "message_type '{message_type}' is already used by "
+                "entry {first}; an inbound message would match both",
+                {"message_type": item.message_type, "first": messages[folded], "index": index})
+        types[item.type] = messages[folded] = index
+    return items

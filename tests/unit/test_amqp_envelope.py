@@ -176,3 +176,31 @@ def test_a_missing_aio_pika_gives_the_install_hint(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ConfigError) as caught:
         require_amqp()
     assert "pip install 'mozaiks-bus[amqp]'" in str(caught.value)
+
+
+@pytest.mark.parametrize(("contracts", "field"), [
+    ([{"type": "a.b", "message_type": "Ns:X"}, {"type": "a.b", "message_type": "Ns:Y"}],
+     "amqp_contracts.1.type"),
+    ([{"type": "a.b", "message_type": "Ns:X"}, {"type": "a.c", "message_type": "NS:x"}],
+     "amqp_contracts.1.message_type"),
+    ([{"type": "a.b", "message_type": "no colon"}], "amqp_contracts.0.message_type"),
+    ([{"type": "a.b", "message_type": "Ns:X", "direction": "sideways"}],
+     "amqp_contracts.0.direction"),
+])
+def test_contract_settings_refuse_repeats_and_bad_names(contracts: list[dict[str, str]],
+                                                         field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={}, amqp_contracts=contracts)
+    assert caught.value.field == field
+
+
+def test_the_bridge_refuses_a_dotnet_endpoints_queue_as_its_own() -> None:
+    from mozaiks_bus.amqp.bridge import MassTransitBridge  # noqa: PLC0415  # aio-pika
+
+    settings = load_settings(env={}, broker_url="redis://127.0.0.1:1/0",
+                             amqp_url="amqp://guest:guest@127.0.0.1:1/",
+                             amqp_queue="direct-message-sent-queue")
+    with pytest.raises(ConfigError) as caught:
+        MassTransitBridge(settings)
+    assert caught.value.field == "amqp_queue"
+    assert "compete" in caught.value.reason
