@@ -23,10 +23,12 @@ __all__ = [
     "BusLoop",
     "LoopThread",
     "call_on_loop",
+    "cancel_and_wait",
     "run_until_signalled",
     "running_loop",
     "spawn",
     "until_signalled",
+    "wait_set",
 ]
 
 T = TypeVar("T")
@@ -265,3 +267,38 @@ class BusLoop:
 def _stop_all() -> None:
     for loop_thread in list(_LIVE):
         loop_thread.stop(timeout=1.0)
+
+
+async def wait_set(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until ``event`` is set or ``timeout`` passed; whether it was set.
+
+    For loops that only end by being cancelled: Python 3.11's ``asyncio.wait_for`` can
+    swallow a cancellation that arrives as the inner wait completes (CPython gh-86296;
+    fixed in 3.12), which left such a loop running and its ``stop()`` hanging.
+    ``asyncio.timeout`` tells its own cancellation from an outside one."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[Any]], *, rounds: int = 20,
+                          every_s: float = 0.25) -> list[asyncio.Task[Any]]:
+    """Cancel ``tasks`` and wait until they ended, cancelling again any that is still
+    running after ``every_s`` (a cancellation swallowed by a library, or by 3.11's
+    ``wait_for``, must not hang a ``stop()``). Returns those still running after
+    ``rounds`` (logged by the caller); results and exceptions are retrieved."""
+    pending = [task for task in tasks if not task.done()]
+    for _ in range(rounds):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, still = await asyncio.wait(pending, timeout=every_s)
+        pending = list(still)
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: no "exception was never retrieved" later
+    return pending

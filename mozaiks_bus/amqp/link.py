@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
-from aio_pika.exceptions import AMQPError
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
 from mozaiks_bus.amqp.contracts import Contract
 from mozaiks_bus.amqp.topology import Topology, declare_topology
@@ -34,6 +35,7 @@ logger = logging.getLogger("mozaiks_bus.amqp")
 AMQP_ERRORS: tuple[type[BaseException], ...] = (AMQPError, OSError, TimeoutError,
                                                 ConnectionError, RuntimeError)
 """What aio-pika raises when RabbitMQ is away or refuses (RuntimeError: a closed channel)."""
+CHANNEL_WAIT_S = 30.0  # a closed channel is waited for this long before it is a failure
 
 OnMessage = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
@@ -131,7 +133,14 @@ class RabbitLink:
 
     async def publish(self, exchange_of: Callable[[Topology], AbstractExchange],
                       message: aio_pika.Message, what: str) -> None:
-        """Publish ``message`` and wait for RabbitMQ's confirm (see the module docstring)."""
+        """Publish ``message`` and wait for RabbitMQ's confirm (see the module docstring).
+
+        A link that is down, or a channel closed under it (a broker going away closes
+        the channels first, and the robust connection reopens them), is waited for
+        without using an attempt; a channel that stays closed longer than
+        :data:`CHANNEL_WAIT_S` while the connection is up counts as a failed attempt."""
+        backoff = Backoff(0.05, 1.0)
+        closed_since: float | None = None
         while True:
             await self._declared.wait()
             assert self._connection is not None
@@ -142,8 +151,17 @@ class RabbitLink:
                                                          timeout=self.publish_timeout_s)
                 return
             except AMQP_ERRORS as exc:
-                if self.down and not self._stopping:
+                if self._stopping:
+                    raise PublishFailed(f"{what} not confirmed: the bridge is stopping") \
+                        from None
+                if self.down:
                     continue  # the link dropped mid-publish: wait for it, no attempt used
+                if isinstance(exc, ChannelInvalidStateError):
+                    now = time.monotonic()
+                    closed_since = closed_since if closed_since is not None else now
+                    if now - closed_since < CHANNEL_WAIT_S:
+                        await backoff.sleep()
+                        continue
                 raise PublishFailed(f"RabbitMQ did not confirm {what}: "
                                     f"{type(exc).__name__}: {exc}") from None
 

@@ -46,6 +46,7 @@ from redis import exceptions as rexc
 from redis.asyncio import Redis
 
 from mozaiks_bus import tracing
+from mozaiks_bus._loop import cancel_and_wait
 from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import text
 from mozaiks_bus.durable._permits import Permits
@@ -148,18 +149,17 @@ class GroupConsumer:
     async def stop(self, timeout: float) -> None:
         """Stop reading, wait for running handlers (bounded), hand the rest back."""
         self._stopping = True
-        for task in [*self._readers.values(), *self._tasks]:
-            task.cancel()
-        await asyncio.gather(*self._readers.values(), *self._tasks, return_exceptions=True)
+        stuck = await cancel_and_wait([*self._readers.values(), *self._tasks])
+        if stuck:
+            logger.error("%d task(s) of consumer group %s did not stop: %s", len(stuck),
+                         self.spec.group, [task.get_name() for task in stuck])
         try:
             await asyncio.wait_for(self._work.join(), timeout)
         except TimeoutError:
             logger.warning("%d deliveries of %s did not finish in %.1fs: handed back "
                            "(reclaimed after the min-idle time)",
                            self._work.qsize() + self._busy, self.spec.group, timeout)
-        for worker in self._workers:
-            worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await cancel_and_wait(self._workers)
         await self._settle.drain()
 
     # -- streams ------------------------------------------------------------------------

@@ -10,7 +10,6 @@ postpones the retry by a second.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from mozaiks_bus._loop import wait_set
 from mozaiks_bus.durable._permits import Permits
 from mozaiks_bus.durable.settle import Entry, HeldEntries
 from mozaiks_bus.redis_errors import REDIS_ERRORS
@@ -62,8 +62,7 @@ class RetryTimer:
             wait = due - time.monotonic()
             if wait > 0:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                await wait_set(self._wake, wait)
                 continue
             heapq.heappop(self._due)
             await self._permits.take(1)

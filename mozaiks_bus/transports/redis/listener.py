@@ -23,7 +23,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from mozaiks_bus._loop import call_on_loop
+from mozaiks_bus._loop import call_on_loop, wait_set
 from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import create_async_client, text
 from mozaiks_bus.redis_errors import REDIS_ERRORS
@@ -152,8 +152,7 @@ class PubSubListener:
             if not self.subscribed:
                 self.status = "idle"
                 self._changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), 1.0)
+                await wait_set(self._changed, 1.0)
                 continue
             try:
                 await self._listen_once()
