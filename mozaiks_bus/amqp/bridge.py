@@ -49,6 +49,7 @@ from aio_pika.abc import (
 from redis.asyncio import Redis
 
 from mozaiks_bus import tracing
+from mozaiks_bus._loop import cancel_and_wait
 from mozaiks_bus.amqp.contracts import Contract, bridge_queue, contracts_for
 from mozaiks_bus.amqp.envelope import (
     BRIDGED_EXTENSION,
@@ -162,9 +163,9 @@ class MassTransitBridge:
         """Stop taking messages, drain the outbound consumers, close RabbitMQ."""
         self._stopping = True
         await self.link.stop_consuming()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        stuck = await cancel_and_wait(self._tasks)
+        if stuck:
+            logger.error("bridge tasks did not stop: %s", [task.get_name() for task in stuck])
         with contextlib.suppress(*_REPORT_ERRORS):
             await self._forget()  # before the bus closes its clients
         await self.bus.stop()
@@ -282,7 +283,8 @@ class MassTransitBridge:
     # -- reports ----------------------------------------------------------------------
 
     async def _report_loop(self) -> None:
-        while True:
+        while not self._stopping:  # a flag as well: a cancel swallowed inside redis-py
+            # must not keep reporting (or hang stop())
             try:
                 await self._report()
             except _REPORT_ERRORS as exc:

@@ -23,7 +23,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from mozaiks_bus._loop import call_on_loop, wait_set
+from mozaiks_bus._loop import call_on_loop, cancel_and_wait, wait_set
 from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import create_async_client, text
 from mozaiks_bus.redis_errors import REDIS_ERRORS
@@ -136,8 +136,7 @@ class PubSubListener:
         """Stop listening and close the connection."""
         self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task])
             self._task = None
         self.status = "stopped"
 
@@ -212,9 +211,7 @@ class PubSubListener:
             for task in done:
                 task.result()  # re-raises what ended the link
         finally:
-            for task in (reader, watchdog):
-                task.cancel()
-            await asyncio.gather(reader, watchdog, return_exceptions=True)
+            await cancel_and_wait([reader, watchdog])
 
     async def _reader(self, pubsub: PubSub) -> None:
         on_message = self._on_message
