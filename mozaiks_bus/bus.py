@@ -30,6 +30,7 @@ from mozaiks_bus.durable import DurableRuntime
 from mozaiks_bus.durable.consumer import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_DELIVERIES,
+    DEFAULT_READ_COUNT,
     ConsumerHandler,
     ConsumerSpec,
 )
@@ -159,6 +160,7 @@ class Bus:
         group: str,
         concurrency: int = DEFAULT_CONCURRENCY,
         prefetch: int | None = None,
+        read_count: int = DEFAULT_READ_COUNT,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
         retry: RetryPolicy | None = None,
         guard: bool = False,
@@ -168,8 +170,9 @@ class Bus:
 
         Return = ack; raise = retry with backoff, then dead letter after
         ``max_deliveries`` (see :mod:`mozaiks_bus.durable.consumer` for the whole
-        contract). ``prefetch`` is how many entries it holds at most (read ahead for the
-        ``concurrency`` workers; default four per worker, 32 to 128). ``guard=True``
+        contract). ``read_count`` is how many entries one read asks for (default 100);
+        ``prefetch`` how many it holds at most, read ahead for the ``concurrency``
+        workers (default two reads' worth). ``guard=True``
         skips ids the group already finished and makes
         ``delivery.tx`` commit with the ack; ``start`` is the stream id a new group
         starts at (``"0"``: everything still in the stream; ``"$"``: only new events).
@@ -181,7 +184,7 @@ class Bus:
             self._check_open()
             spec = ConsumerSpec(
                 pattern, group, func, concurrency=concurrency, prefetch=prefetch,
-                max_deliveries=max_deliveries,
+                read_count=read_count, max_deliveries=max_deliveries,
                 retry=retry or RetryPolicy(), guard=guard, start=start,
             )
             if self._durable is None:

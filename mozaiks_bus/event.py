@@ -22,7 +22,7 @@ from typing import Any
 import uuid_utils
 
 from mozaiks_bus.errors import InvalidEvent
-from mozaiks_bus.wire import DECODER, format_time, is_json_safe, parse_time
+from mozaiks_bus.wire import DECODER, decode_json, format_time, is_json_safe, parse_time
 
 __all__ = [
     "DEFAULT_SOURCE",
@@ -252,7 +252,7 @@ class Event:
         :meth:`from_json` checks. Input from outside (HTTP) must use :meth:`from_json`.
         """
         try:
-            obj = DECODER.decode(raw.decode() if isinstance(raw, bytes) else raw)
+            obj = decode_json(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidEvent("event", f"must be valid JSON: {exc}") from None
         if type(obj) is not dict or not obj.keys() <= _WIRE_KEYS:

@@ -24,10 +24,12 @@ Contract of ``@bus.consumer(pattern, group=...)``:
 * **Flushed Redis.** If a group or stream disappears (FLUSHALL, a lost Redis without
   persistence), the group is recreated at ``0`` (availability over failing fast),
   counted (``groups_recreated``) and logged as an error: what was in it is gone.
-* **Prefetch.** A consumer reads ahead: it holds up to ``prefetch`` entries (default
-  four per worker, 32 to 128), handled by ``concurrency`` workers; entries waiting for a
-  worker are held like running ones (heartbeats keep their claim), so a read fetches a
-  batch whatever the concurrency. Lower it for slow handlers shared by many consumers.
+* **Reads and prefetch.** One XREADGROUP asks for up to ``read_count`` entries
+  (default 100), whatever the handler concurrency; a consumer holds up to ``prefetch``
+  entries (default two reads' worth, 200), handled by ``concurrency`` workers. Entries
+  waiting for a worker are held like running ones (heartbeats keep their claim), so the
+  next read is on its way while the last one is handled. Lower both for slow handlers
+  shared by many consumers: what one consumer holds, the others cannot take.
 * **Shutdown** stops reading, waits for running handlers (bounded) and hands the rest
   back: their entries stay pending and are reclaimed after the min-idle time.
 
@@ -56,7 +58,7 @@ from mozaiks_bus.durable.settle import Entry, HeldEntries, Settler
 from mozaiks_bus.durable.spec import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_DELIVERIES,
-    READ_MAX,
+    DEFAULT_READ_COUNT,
     ConsumerHandler,
     ConsumerSpec,
     Delivery,
@@ -76,6 +78,7 @@ from mozaiks_bus.stats import BusStats
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_MAX_DELIVERIES",
+    "DEFAULT_READ_COUNT",
     "ConsumerHandler",
     "ConsumerSpec",
     "Delivery",
@@ -114,7 +117,9 @@ class GroupConsumer:
         self._held: HeldEntries = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-        self._read_batch = max(1, spec.held_at_most // 2)
+        self._read_size = spec.read_size
+        # a reader waits for this many free permits (not one per returned permit)
+        self._read_batch = max(1, min(self._read_size, spec.held_at_most // 2))
         self._permits.wake_at = self._read_batch
         self._wants_delivery = spec.wants_delivery
         self._is_async = is_async_callable(spec.handler)
@@ -199,7 +204,7 @@ class GroupConsumer:
             # not starved; a read can overshoot the concurrency by what it asked for.
             # Read in batches: wait for half the permits rather than reading one entry
             # per freed permit (the retry/claim paths still get single permits).
-            taken = min(await self._permits.available(self._read_batch), READ_MAX)
+            taken = min(await self._permits.available(self._read_batch), self._read_size)
             try:
                 reply: Any = await self._blocking.xreadgroup(
                     self.spec.group, self.name, {key: ">" if not recovering else position},

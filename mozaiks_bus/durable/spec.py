@@ -22,7 +22,8 @@ from mozaiks_bus.retry import RetryPolicy
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_MAX_DELIVERIES",
-    "MIN_PREFETCH",
+    "DEFAULT_READ_COUNT",
+    "PREFETCH_MAX",
     "READ_MAX",
     "ConsumerHandler",
     "ConsumerSpec",
@@ -34,15 +35,15 @@ __all__ = [
 ConsumerHandler = Callable[..., Any]
 DEFAULT_CONCURRENCY = 4
 DEFAULT_MAX_DELIVERIES = 5
-READ_MAX = 128  # entries one XREADGROUP asks for at most
-MIN_PREFETCH = 32
+DEFAULT_READ_COUNT = 100  # entries one XREADGROUP asks for, whatever the concurrency
+READ_MAX = 1000
+PREFETCH_MAX = 10_000
 
 
-def default_prefetch(concurrency: int) -> int:
-    """Entries a consumer holds at most by default: four per worker, at least
-    :data:`MIN_PREFETCH` (so one read fetches a useful batch even for one worker) and at
-    most :data:`READ_MAX`."""
-    return min(READ_MAX, max(MIN_PREFETCH, 4 * concurrency))
+def default_prefetch(read_count: int = DEFAULT_READ_COUNT, concurrency: int = 1) -> int:
+    """Entries a consumer holds at most by default: two reads' worth (one being handled
+    while the next is read), and never fewer than one per worker."""
+    return max(2 * read_count, concurrency)
 
 
 def default_consumer_name(service: str) -> str:
@@ -58,7 +59,8 @@ class ConsumerSpec:
     group: str
     handler: ConsumerHandler
     concurrency: int = DEFAULT_CONCURRENCY
-    prefetch: int | None = None  # None: default_prefetch(concurrency)
+    prefetch: int | None = None  # None: default_prefetch(read_count, concurrency)
+    read_count: int = DEFAULT_READ_COUNT
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     guard: bool = False
@@ -69,16 +71,24 @@ class ConsumerSpec:
         Keys.group(self.group)
         if self.concurrency < 1:
             raise InvalidEvent("concurrency", "must be at least 1", value=self.concurrency)
-        if self.prefetch is not None and not self.concurrency <= self.prefetch <= READ_MAX:
-            raise InvalidEvent("prefetch", f"must be from concurrency to {READ_MAX}",
+        if self.prefetch is not None and not self.concurrency <= self.prefetch <= PREFETCH_MAX:
+            raise InvalidEvent("prefetch", f"must be from concurrency to {PREFETCH_MAX}",
                                value=self.prefetch)
+        if not 1 <= self.read_count <= READ_MAX:
+            raise InvalidEvent("read_count", f"must be from 1 to {READ_MAX}",
+                               value=self.read_count)
         if self.max_deliveries < 1:
             raise InvalidEvent("max_deliveries", "must be at least 1", value=self.max_deliveries)
 
     @property
     def held_at_most(self) -> int:
         """How many entries one consumer reads ahead and holds (handled or waiting)."""
-        return self.prefetch or default_prefetch(self.concurrency)
+        return self.prefetch or default_prefetch(self.read_count, self.concurrency)
+
+    @property
+    def read_size(self) -> int:
+        """Entries one read asks for at most: ``read_count``, within the prefetch."""
+        return min(self.read_count, self.held_at_most)
 
     @property
     def wants_delivery(self) -> bool:

@@ -220,11 +220,50 @@ async def test_a_consumer_holds_at_most_its_prefetch_and_reads_ahead_of_its_work
     assert 2 < held <= 10  # read ahead of the two workers, never beyond the prefetch
 
 
-@pytest.mark.parametrize(("concurrency", "prefetch"), [(4, 3), (4, 129)])
-async def test_a_prefetch_outside_concurrency_to_128_is_refused(
+@pytest.mark.parametrize(("concurrency", "prefetch"), [(4, 3), (4, 10_001)])
+async def test_a_prefetch_outside_concurrency_to_10000_is_refused(
     backend: Backend, concurrency: int, prefetch: int,
 ) -> None:
     bus = backend.make_bus()
     with pytest.raises(InvalidEvent) as caught:
         bus.consumer(TYPE, group="g", concurrency=concurrency, prefetch=prefetch)(print)
     assert caught.value.field == "prefetch"
+
+
+async def test_one_worker_still_reads_ahead_by_whole_reads_up_to_the_default_prefetch(
+    backend: Backend,
+) -> None:
+    """The read size does not follow the concurrency: one slow worker's consumer reads
+    on while fewer than a read's worth (100) of its prefetch (200) is free, and never
+    holds more than the prefetch; the rest stays for other consumers."""
+    backend.require("durable")
+    bus = backend.make_bus()
+    release = asyncio.Event()
+    started: list[int] = []
+
+    @bus.consumer(TYPE, group="one", concurrency=1)
+    async def slow(event: Event) -> None:
+        started.append(event.data["n"])
+        await release.wait()
+
+    async with bus:
+        for n in range(250):
+            await publish(bus, n)
+        await wait_for(lambda: len(started) == 1, 5, "the worker busy")
+        await asyncio.sleep(0.5)  # time for any over-read to show
+        held = (await bus.streams.stream(TYPE)).groups[0].pending
+        release.set()
+        await wait_for(lambda: len(started) == 250, 10, "every event")
+    assert started == list(range(250))  # one worker: stream order
+    assert 100 < held <= 200
+
+
+@pytest.mark.parametrize("read_count", [0, 1001])
+async def test_a_read_count_outside_1_to_1000_is_refused(
+    backend: Backend, read_count: int,
+) -> None:
+    bus = backend.make_bus()
+    with pytest.raises(InvalidEvent) as caught:
+        bus.consumer(TYPE, group="g", read_count=read_count)(print)
+    assert caught.value.field == "read_count"
+    assert "1 to 1000" in str(caught.value)
