@@ -184,6 +184,13 @@ class BusLoop:
         """Whether ``start`` finished on the bound loop."""
         return self._started is not None and self._started.done()
 
+    def started_here(self) -> bool:
+        """Whether ``start`` finished on the bound loop and that is the running loop
+        (the fast path of a call that would otherwise await :meth:`ensure_started`)."""
+        started = self._started
+        return (started is not None and started.done()
+                and self._bound is asyncio.get_running_loop())
+
     def bind_running(self) -> None:
         """Bind to the running loop unless a live loop is bound already."""
         with self._lock:

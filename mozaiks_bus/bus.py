@@ -285,14 +285,19 @@ class Bus:
 
     async def _confirmed(self, send: Coroutine[Any, Any, None], what: str) -> None:
         """Run a transport send on the bus loop within ``publish_timeout_s``."""
-        try:
-            await self._runner.ensure_started()
-        except BaseException:
-            send.close()
-            raise
+        if not self._runner.started_here():
+            try:
+                await self._runner.ensure_started()
+            except BaseException:
+                send.close()
+                raise
         timeout = self.config.publish_timeout_s
         try:
-            await asyncio.wait_for(self._runner.run(send), timeout)
+            if self._runner.started_here():
+                await send  # on the bus loop, the transport bounds it (one shared timer)
+            else:
+                async with asyncio.timeout(timeout):
+                    await self._runner.run(send)
         except TimeoutError:
             raise PublishFailed(f"{what} was not confirmed within {timeout}s") from None
 

@@ -17,11 +17,9 @@ from mozaiks_bus.catalog import Catalog
 from mozaiks_bus.errors import InvalidEvent
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
-from mozaiks_bus.routing import RoutingTable, Scope
+from mozaiks_bus.routing import RoutingTable, Scope, scope_parts
 
 __all__ = ["Outbound", "Prepared"]
-
-_IS_REMOTE: dict[Scope, bool] = {}  # enum.Flag arithmetic is slow on the hot path
 
 
 class Prepared(NamedTuple):
@@ -47,11 +45,12 @@ class Outbound:
                ) -> Prepared:
         """A new event from a publish call; ``attrs`` holds event attributes and the
         scope overrides ``fanout``/``durable``/``ui`` (popped here)."""
-        overrides = {name: attrs.pop(name, None) for name in ("fanout", "durable", "ui")}
+        fanout, durable, ui = attrs.pop("fanout", None), attrs.pop("durable", None), \
+            attrs.pop("ui", None)
         if not attrs.get("traceparent") and tracing.active():
             attrs["traceparent"] = tracing.new_traceparent(type)
         event = Event.create(type, data, source=self._source, **attrs)
-        return self.route(event, **overrides)
+        return self.route(event, fanout=fanout, durable=durable, ui=ui)
 
     def route(self, event: Event, *, fanout: bool | None = None, durable: bool | None = None,
               ui: bool | None = None) -> Prepared:
@@ -63,7 +62,8 @@ class Outbound:
             if fanout or durable or ui:
                 raise InvalidEvent("type", f"{event.type} is local-only: it carries live objects")
             scopes = Scope.LOCAL
-        if scopes & Scope.UI and event.subject is not None:
+        parts = scope_parts(scopes)
+        if parts.ui and event.subject is not None:
             # the subject names the chat's Redis keys; a bad one must fail here, not
             # inside the transport's sender (where it would stop every later send)
             try:
@@ -71,7 +71,5 @@ class Outbound:
             except InvalidEvent as exc:
                 raise InvalidEvent("subject", f"names the chat of a ui event: {exc.rule}",
                                    value=event.subject) from None
-        remote = _IS_REMOTE.get(scopes)
-        if remote is None:
-            remote = _IS_REMOTE[scopes] = bool(scopes & Scope.REMOTE)
-        return Prepared(event, scopes, event.to_json() if remote and self._remote else None)
+        return Prepared(event, scopes,
+                        event.to_json() if parts.remote and self._remote else None)

@@ -38,11 +38,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from mozaiks_bus.errors import ConfigError, InvalidEvent
 from mozaiks_bus.patterns import Pattern
 
-__all__ = ["DEFAULT_RULES", "RECONNECTED_EVENT", "Route", "RoutingTable", "Scope"]
+__all__ = ["DEFAULT_RULES", "RECONNECTED_EVENT", "Route", "RoutingTable", "Scope", "ScopeParts",
+           "scope_parts"]
 
 RECONNECTED_EVENT = "bus.fanout_reconnected"
 """The bus's own local-only event: the fan-out link was re-established (pub/sub lost
@@ -74,6 +76,28 @@ class Scope(enum.Flag):
     def names(self) -> list[str]:
         """Lower-case member names, in declaration order."""
         return [m.name.lower() for m in Scope if m in self and m.name is not None]
+
+
+class ScopeParts(NamedTuple):
+    """A :class:`Scope` value as plain booleans, for the hot path (``enum.Flag``
+    arithmetic costs about a microsecond an operation)."""
+
+    fanout: bool
+    durable: bool
+    ui: bool
+    remote: bool
+
+
+_PARTS: dict[Scope, ScopeParts] = {}
+for _bits in range(16):
+    _value = Scope(_bits)
+    _PARTS[_value] = ScopeParts(bool(_value & Scope.FANOUT), bool(_value & Scope.DURABLE),
+                                bool(_value & Scope.UI), bool(_value & Scope.REMOTE))
+
+
+def scope_parts(scopes: Scope) -> ScopeParts:
+    """``scopes`` as booleans (one dict lookup)."""
+    return _PARTS[scopes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +158,9 @@ class RoutingTable:
             compiled.extend((Pattern(text), scope) for text, scope in DEFAULT_RULES)
         self._rules = tuple(compiled)
         self._cache: dict[str, Route] = {}
-        self._resolved: dict[tuple[str, bool], Scope] = {}
+        # (type, has subject, fanout, durable, ui overrides) -> scopes
+        self._resolved: dict[tuple[str, bool, bool | None, bool | None, bool | None],
+                             Scope] = {}
 
     @property
     def rules(self) -> tuple[tuple[str, Scope], ...]:
@@ -169,15 +195,13 @@ class RoutingTable:
         ``True`` adds a scope, ``False`` removes it, ``None`` keeps the table's choice.
         The ui scope is dropped when the event has no ``subject`` to name the chat.
         """
-        if fanout is None and durable is None and ui is None:
-            key = (type_name, subject is not None)
-            cached = self._resolved.get(key)
-            if cached is None:
-                cached = self._resolve(type_name, subject, None, None, None)
-                if len(self._resolved) < 8192:
-                    self._resolved[key] = cached
-            return cached
-        return self._resolve(type_name, subject, fanout, durable, ui)
+        key = (type_name, subject is not None, fanout, durable, ui)
+        cached = self._resolved.get(key)
+        if cached is None:
+            cached = self._resolve(type_name, subject, fanout, durable, ui)
+            if len(self._resolved) < 8192:
+                self._resolved[key] = cached
+        return cached
 
     def _resolve(
         self, type_name: str, subject: str | None, fanout: bool | None,

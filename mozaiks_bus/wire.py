@@ -25,7 +25,7 @@ def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with a ``Z`` suffix and microseconds."""
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" -> "Z"
 
 
 def parse_time(value: object) -> datetime:

@@ -117,8 +117,7 @@ class GroupConsumer:
         self._held: HeldEntries = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-        self._read_size = spec.read_size
-        # a reader waits for this many free permits (not one per returned permit)
+        self._read_size = spec.read_size  # and a reader waits for _read_batch free permits
         self._read_batch = max(1, min(self._read_size, spec.held_at_most // 2))
         self._permits.wake_at = self._read_batch
         self._wants_delivery = spec.wants_delivery

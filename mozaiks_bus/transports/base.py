@@ -105,10 +105,13 @@ class Transport(Protocol):
         """Queue ``event`` for sending; never blocks, never raises (drops are counted)."""
 
     async def publish(self, event: Event, payload: str, scopes: Scope) -> None:
-        """Send/store ``event`` and return once the broker took it, else raise."""
+        """Send/store ``event`` and return once the broker took it, else raise; a
+        transport that waits on a broker raises TimeoutError after the settings'
+        ``publish_timeout_s`` (the bus turns it into PublishFailed)."""
 
     async def publish_atomic(self, items: Sequence[tuple[Event, Scope, str]]) -> None:
-        """Send several events as one all-or-nothing unit; raise if not stored."""
+        """Send several events as one all-or-nothing unit; raise if not stored (bounded
+        like :meth:`publish`)."""
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until what ``publish_nowait`` buffered was sent or dropped."""

@@ -147,9 +147,19 @@ def test_non_string_types_of_any_kind_raise_invalid_event(name: object) -> None:
 
 def test_the_fast_encoder_writes_the_same_bytes_as_the_dict_form() -> None:
     for attrs in ({}, {"subject": 'c"1', "correlationid": "x"}, {"extensions": {"t": "a"}}):
-        event = Event.create("a.b", {"k": "ü", "n": [1, 2.5]}, source='s"v', **attrs)  # type: ignore[arg-type]
-        assert event.to_json() == json.dumps(event.to_dict(), separators=(",", ":"))
+        event = Event.create("a.b", {"k": "ü\u2028\x01", "n": [1, 2.5, 10**30]},
+                             source='s"v', **attrs)  # type: ignore[arg-type]
+        assert event.to_json() == json.dumps(event.to_dict(), separators=(",", ":"),
+                                             ensure_ascii=False)
         assert Event.from_json(event.to_json()) == event
+
+
+def test_what_the_fast_encoder_does_not_know_is_encoded_by_the_stdlib_alike() -> None:
+    class Label(str):
+        pass
+
+    event = Event.create("a.b", {Label("k"): Label("v"), "t": (1, 2)})
+    assert Event.from_wire(event.to_json()).data == {"k": "v", "t": [1, 2]}
 
 
 @pytest.mark.parametrize("attrs", [

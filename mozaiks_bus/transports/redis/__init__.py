@@ -136,13 +136,15 @@ class RedisTransport:
         self.sender.publish_nowait(Outgoing(event, payload, scopes))
 
     async def publish(self, event: Event, payload: str, scopes: Scope) -> None:
-        """Send ``event`` in the next pipeline and wait for Redis's reply."""
-        await self.sender.confirm(Outgoing(event, payload, scopes))
+        """Send ``event`` in the next pipeline and wait for Redis's reply (bounded by
+        ``publish_timeout_s``: TimeoutError, and it is not sent late)."""
+        await self.sender.confirm(Outgoing(event, payload, scopes), bounded=True)
 
     async def publish_atomic(self, items: Sequence[tuple[Event, Scope, str]]) -> None:
-        """Send several events in one MULTI/EXEC: all stored, or none (then raise)."""
+        """Send several events in one MULTI/EXEC: all stored, or none (then raise);
+        bounded like :meth:`publish`."""
         group = [Outgoing(event, payload, scopes) for event, scopes, payload in items]
-        await self.sender.confirm(Outgoing(None, "", Scope.LOCAL, atomic=group))
+        await self.sender.confirm(Outgoing(None, "", Scope.LOCAL, atomic=group), bounded=True)
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until the sender has handed everything buffered so far to Redis (or

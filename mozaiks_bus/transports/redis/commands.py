@@ -9,6 +9,7 @@ stream index (durable), and the ui script (ui); an atomic group is wrapped in
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,11 +20,12 @@ from redis.asyncio import Redis
 from mozaiks_bus.event import Event
 from mozaiks_bus.frames import event_frame
 from mozaiks_bus.keys import ENTRY_EVENT, Keys
-from mozaiks_bus.routing import Scope
+from mozaiks_bus.routing import Scope, scope_parts
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.transports.redis.ui import ui_append_command
 
-__all__ = ["INDEX_REFRESH_S", "CommandBuilder", "Outgoing", "execute_pipelined", "raise_if_error"]
+__all__ = ["INDEX_REFRESH_S", "CommandBuilder", "Outgoing", "execute_pipelined", "raise_if_error",
+           "read_replies"]
 
 INDEX_REFRESH_S = 30.0  # how often a type's membership in the stream index is re-sent
 
@@ -68,10 +70,11 @@ class CommandBuilder:
                                               item.payload))
             return
         type_name = event.type
-        if item.scopes & Scope.UI and event.subject:
+        parts = scope_parts(item.scopes)
+        if parts.ui and event.subject:
             commands.append(ui_append_command(self.keys, self.settings, event.subject,
                                               event_frame(event)))
-        if item.scopes & Scope.DURABLE:
+        if parts.durable:
             commands.append((
                 "XADD", self.keys.stream(type_name), "MAXLEN", "~",
                 self.settings.stream_hard_max_len, "*", ENTRY_EVENT, item.payload,
@@ -80,11 +83,29 @@ class CommandBuilder:
             if now - self._indexed.get(type_name, -INDEX_REFRESH_S) >= INDEX_REFRESH_S:
                 self._indexed[type_name] = now
                 commands.append(("SADD", self.keys.stream_index(), type_name))
-        if item.scopes & Scope.FANOUT:
+        if parts.fanout:
             channel = self._channels.get(type_name)
             if channel is None:
                 channel = self._channels[type_name] = self.keys.fanout_channel(type_name)
             commands.append(("PUBLISH", channel, self._origin_text + item.payload))
+
+
+async def read_replies(connection: Any, count: int) -> list[Any]:
+    """Read ``count`` replies from a redis-py connection; raise the first error reply.
+
+    One deadline (the connection's ``socket_timeout``) covers them all, rather than
+    redis-py's timer per reply; running out is a redis ``TimeoutError``."""
+    replies = []
+    try:
+        async with asyncio.timeout(connection.socket_timeout):
+            for _ in range(count):
+                reply = await connection.read_response(timeout=math.inf)
+                raise_if_error(reply)
+                replies.append(reply)
+    except TimeoutError:
+        raise rexc.TimeoutError(f"Redis did not answer {count} commands within "
+                                f"{connection.socket_timeout}s") from None
+    return replies
 
 
 def raise_if_error(reply: Any) -> None:

@@ -3,7 +3,9 @@
 * ``publish_nowait`` (behind ``Bus.emit``) appends to a bounded buffer and returns; when
   the buffer is full the ``emit_drop_policy`` drops the oldest (or the newest) event.
 * ``confirm`` (behind ``await publish``, ``publish_atomic`` and ``bus.ui.send``) waits
-  for its own reply; confirmed items go first, and concurrent ones share a pipeline.
+  for its own reply; concurrent ones share a pipeline. Every waiting confirmed item gets
+  into the next pipeline (up to :data:`MAX_BATCH`), after the emitted items that fill
+  the rest of it, so a publish may overtake only emits still buffered behind those.
 * One task drains both into pipelines of at most :data:`MAX_BATCH` items: ``PUBLISH``
   for fan-out, ``XADD`` (``MAXLEN ~ stream_hard_max_len``) plus the stream index for
   durable, the ui script for ui, ``MULTI``/``EXEC`` around an atomic group.
@@ -38,8 +40,9 @@ from mozaiks_bus.transports.redis.commands import (
     CommandBuilder,
     Outgoing,
     execute_pipelined,
-    raise_if_error,
+    read_replies,
 )
+from mozaiks_bus.transports.redis.deadlines import SharedDeadline
 
 __all__ = ["MAX_BATCH", "Sender"]
 
@@ -69,6 +72,7 @@ class Sender:
         self._task: asyncio.Task[None] | None = None
         self._idle = True
         self._flush_waiters: list[asyncio.Future[None]] = []
+        self._deadline = SharedDeadline(settings.publish_timeout_s)
 
     @property
     def buffered(self) -> int:
@@ -98,6 +102,7 @@ class Sender:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self._deadline.cancel()
         with self._lock:
             pending, self._confirmed = list(self._confirmed), deque()
         for item in pending:
@@ -123,14 +128,19 @@ class Sender:
         if wake:
             call_on_loop(self._loop, self._wake_up)
 
-    async def confirm(self, item: Outgoing) -> Any:
-        """Send ``item`` in the next pipeline; returns its first reply, or raises."""
-        item.future = asyncio.get_running_loop().create_future()
+    async def confirm(self, item: Outgoing, *, bounded: bool = False) -> Any:
+        """Send ``item`` in the next pipeline; returns its first reply, or raises.
+
+        ``bounded``: raise TimeoutError if Redis has not taken it within
+        ``publish_timeout_s`` (it is then never sent late)."""
+        item.future = future = asyncio.get_running_loop().create_future()
         with self._lock:
             self._confirmed.append(item)
             self._idle = False
+        if bounded:
+            self._deadline.watch(future)
         self._wake_up()
-        return await item.future
+        return await future
 
     async def send_frame(self, chat_id: str, frame: str) -> Any:
         """Append a bare UI frame to ``chat_id``'s history and publish it (confirmed)."""
@@ -156,14 +166,19 @@ class Sender:
 
     def _take_batch(self) -> list[Outgoing]:
         with self._lock:
-            batch: list[Outgoing] = []
-            while self._confirmed and len(batch) < MAX_BATCH:
+            confirmed: list[Outgoing] = []
+            while self._confirmed and len(confirmed) < MAX_BATCH:
                 item = self._confirmed.popleft()
                 if item.future is not None and item.future.done():
                     continue  # the caller gave up (timed out): do not store it late
-                batch.append(item)
-            while self._buffer and len(batch) < MAX_BATCH:
+                confirmed.append(item)
+            # Confirmed items always get into this batch (an awaited publish never
+            # waits behind a full emit buffer), but emitted ones taken with them go
+            # first: one task's emit-then-publish arrives in that order.
+            batch: list[Outgoing] = []
+            while self._buffer and len(batch) + len(confirmed) < MAX_BATCH:
                 batch.append(self._buffer.popleft())
+            batch += confirmed
             if not batch:
                 self._idle = True
         if not batch:
@@ -253,11 +268,7 @@ class Sender:
                 b"".join(hiredis.pack_command(command) for command in commands),
                 check_health=False,
             )
-            replies = []
-            for _ in commands:
-                reply = await connection.read_response()
-                raise_if_error(reply)
-                replies.append(reply)
+            replies = await read_replies(connection, len(commands))
         except BaseException:
             await connection.disconnect()  # the reply stream is out of step now
             raise
