@@ -57,8 +57,8 @@ MODES: tuple[Mode, ...] = ("throughput", "latency")
 EVENT_TYPE = "settings_updated"
 PIPELINE = 512
 YIELD_EVERY = 512
-TARGET_THROUGHPUT_RATIO = 0.7  # mozaiks/raw, at least
-TARGET_P99_RATIO = 2.0  # mozaiks/raw, at most
+TARGET_THROUGHPUT_RATIO = 0.8  # mozaiks/raw, at least (issue 11)
+TARGET_P99_RATIO = 1.5  # mozaiks/raw, at most, at 2,000/s (issue 11)
 RAW_CHANNEL = "benchraw:fanout:" + EVENT_TYPE
 
 

@@ -37,6 +37,7 @@ from mozaiks_bus.durable.consumer import (
 from mozaiks_bus.durable.streams import StreamInspector
 from mozaiks_bus.errors import BusClosed, ConfigError, PublishFailed
 from mozaiks_bus.event import Event
+from mozaiks_bus.keys import KeyMark
 from mozaiks_bus.local import Handler, LocalSubscriptions
 from mozaiks_bus.outbound import Outbound, Prepared
 from mozaiks_bus.patterns import validate_pattern
@@ -264,20 +265,20 @@ class Bus:
         self._local.deliver(event)
         return event
 
-    async def publish_events(self, events: Sequence[Event]) -> None:
+    async def publish_events(self, events: Sequence[Event], *, marks: Sequence[KeyMark] = ()
+                             ) -> None:
         """Publish pre-built events (from HTTP, a replay...) all or nothing.
 
         Each is validated and routed like :meth:`publish`; then every Redis write of the
-        batch goes out in one MULTI/EXEC, so either all were stored or none (on a single
-        Redis; see DESIGN "Beyond one Redis" for Cluster). Local handlers run after.
-        Raises :class:`InvalidEvent` (nothing written) or a transport error.
-        """
+        batch, and ``marks`` (the HTTP API's dedupe keys), go out in one MULTI/EXEC: all
+        stored or none (on one Redis; DESIGN "Beyond one Redis"). Local handlers run
+        after. Raises :class:`InvalidEvent` (nothing written) or a transport error."""
         self._check_open()
         prepared = [self._outbound.route(event) for event in events]
         remote = [(event, scopes, payload) for event, scopes, payload in prepared
                   if payload is not None]
         if remote:
-            await self._confirmed(self.transport.publish_atomic(remote),
+            await self._confirmed(self.transport.publish_atomic(remote, marks),
                                   f"a batch of {len(events)} events")
         for event, _, _ in prepared:
             self.stats.published(event.type)

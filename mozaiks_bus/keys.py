@@ -45,9 +45,10 @@ Why these slots (Redis Cluster hashes only the text inside the first ``{...}``):
 * A chat's pub/sub channel and its history stream share ``{c'}``: a script appends to
   the history and publishes in one step (and SPUBLISH inside a script needs the channel
   in the script's slot). Every chat lands on its own slot.
-* ``dedupe`` and ``input_request`` are single-key operations (``SET NX EX``, ``GET``/
-  ``DEL``), tagged by their own id so they spread. A dedupe claim is therefore never in
-  the same script as a stream write; the caller claims first and releases on failure.
+* ``dedupe`` and ``input_request`` are tagged by their own id so they spread. A dedupe
+  claim (``SET NX EX``) and its release are single-key; the "done" mark (a plain
+  ``SET``) rides in the MULTI that stores the batch, which on one Redis may span any
+  slots (a Cluster needs another path for batches; DESIGN "Beyond one Redis").
 * A sink's state, circuit, pending set, dead letters and start mark share the tag
   ``{s}`` (sink names are ``[a-z0-9_-]``): a delivery outcome updates several of them in
   one MULTI.
@@ -68,6 +69,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import quote
 
 from mozaiks_bus import names
@@ -75,7 +77,7 @@ from mozaiks_bus.errors import ConfigError, InvalidEvent
 from mozaiks_bus.event import validate_type
 from mozaiks_bus.patterns import validate_pattern
 
-__all__ = ["ENTRY_EVENT", "ENTRY_GROUP", "MAX_ID_LENGTH", "UI_FRAME_FIELD", "Keys"]
+__all__ = ["ENTRY_EVENT", "ENTRY_GROUP", "MAX_ID_LENGTH", "UI_FRAME_FIELD", "KeyMark", "Keys"]
 
 MAX_ID_LENGTH = 256
 # Field names inside entries (not keys, but names in Redis all the same):
@@ -100,6 +102,15 @@ def _escape(field: str, value: object) -> str:
         return quote(value, safe="", errors="strict")
     except UnicodeEncodeError:
         raise InvalidEvent(field, "must be valid Unicode text", value=value) from None
+
+
+class KeyMark(NamedTuple):
+    """A key written together with a batch of events, in the same transaction
+    (``SET key value EX ttl_s``): the HTTP API's dedupe marks."""
+
+    key: str
+    value: str
+    ttl_s: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,7 +96,7 @@ def create_app(bus: Bus | None = None, settings: BusSettings | None = None) -> F
         the_bus.subscribe_remote(RECONNECTED_EVENT, _noop)
         dedupe = DedupeClaims(redis_client(the_bus), settings.keys,
                               window_s=settings.api_dedupe_window_s,
-                              pending_s=_pending_s(settings))
+                              pending_s=_pending_s(settings), send=the_bus.transport.execute)
         state = app.state.mozaiks = ServerState(
             the_bus, settings, auth, metrics, dedupe, owns_bus=bus is None,
             sinks_ready=not (settings.sinks or settings.amqp_url))

@@ -15,9 +15,9 @@ process (it would reach nobody); 403 a type outside the token's ``publish_patter
 the batch with different bodies); 503 + ``Retry-After`` when Redis cannot take it (or
 the same event is being stored by a concurrent request).
 
-202 ``{"accepted": [ids], "duplicates": [ids]}``: ``accepted`` were stored now, in one
-MULTI/EXEC (``Bus.publish_events``); ``duplicates`` had been stored within the window
-and were not stored again. Dedupe is described in :mod:`.dedupe`.
+202 ``{"accepted": [ids], "duplicates": [ids]}``: ``accepted`` were stored now, with
+their dedupe marks, in one MULTI/EXEC (``Bus.publish_events``); ``duplicates`` had been
+stored within the window and were not stored again. Dedupe is described in :mod:`.dedupe`.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ async def publish_events(request: Request) -> JSONResponse:
     stored = {event_id for event_id, _ in claims.claimed}
     events = [event for event, _ in unique if event.id in stored]
     try:
-        await state.bus.publish_events(events)
+        await state.bus.publish_events(events, marks=state.dedupe.marks(claims.claimed))
     except BaseException as exc:
         await _release(state, claims)
         if isinstance(exc, InvalidEvent):
@@ -146,7 +146,6 @@ async def publish_events(request: Request) -> JSONResponse:
         if isinstance(exc, TransportError | BusClosed):
             raise unavailable(state, f"Redis did not store the events: {exc}") from None
         raise
-    await _confirm(state, claims)
     state.metrics.events["accepted"] += len(events)
     duplicates = list(dict.fromkeys([*claims.duplicates, *repeats]))
     state.metrics.events["duplicate"] += len(duplicates)
@@ -176,9 +175,3 @@ async def _release(state: ServerState, claims: Claims) -> None:
     except TransportError as exc:  # the pending claims expire by themselves
         logger.warning("could not release %d dedupe claims: %s", len(claims.claimed), exc)
 
-
-async def _confirm(state: ServerState, claims: Claims) -> None:
-    try:
-        await state.dedupe.confirm(claims.claimed)
-    except TransportError as exc:  # stored already: a retry after the pending TTL re-stores
-        logger.warning("could not confirm %d dedupe claims: %s", len(claims.claimed), exc)

@@ -17,11 +17,12 @@ Implementations import this module and the core only; the bus never names one.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import StreamClients
 from mozaiks_bus.event import Event
+from mozaiks_bus.keys import KeyMark
 from mozaiks_bus.routing import Scope
 
 __all__ = [
@@ -109,9 +110,14 @@ class Transport(Protocol):
         transport that waits on a broker raises TimeoutError after the settings'
         ``publish_timeout_s`` (the bus turns it into PublishFailed)."""
 
-    async def publish_atomic(self, items: Sequence[tuple[Event, Scope, str]]) -> None:
-        """Send several events as one all-or-nothing unit; raise if not stored (bounded
-        like :meth:`publish`)."""
+    async def publish_atomic(self, items: Sequence[tuple[Event, Scope, str]],
+                             marks: Sequence[KeyMark] = ()) -> None:
+        """Send several events as one all-or-nothing unit, with ``marks`` (keys set in
+        the same unit); raise if not stored (bounded like :meth:`publish`)."""
+
+    async def execute(self, command: tuple[Any, ...]) -> Any:
+        """Run one broker command in the sender's next pipeline (shared with concurrent
+        calls) and return its reply; raise like :meth:`publish` (bounded the same way)."""
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until what ``publish_nowait`` buffered was sent or dropped."""

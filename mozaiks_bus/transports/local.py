@@ -12,10 +12,13 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import StreamClients
+from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.event import Event
+from mozaiks_bus.keys import KeyMark
 from mozaiks_bus.routing import Scope
 from mozaiks_bus.transports.base import ControlHandler, FrameHandler, RemoteDeliver, RouteResult
 
@@ -91,8 +94,13 @@ class LocalTransport:
     async def publish(self, event: Event, payload: str, scopes: Scope) -> None:
         """Local only: nothing leaves the process."""
 
-    async def publish_atomic(self, items: Sequence[tuple[Event, Scope, str]]) -> None:
+    async def publish_atomic(self, items: Sequence[tuple[Event, Scope, str]],
+                             marks: Sequence[KeyMark] = ()) -> None:
         """Local only: nothing leaves the process."""
+
+    async def execute(self, command: tuple[Any, ...]) -> Any:
+        """There is no broker to run ``command`` on."""
+        raise ConfigError("broker_url", f"{command[0]} needs a broker (redis://...)")
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Nothing is ever buffered."""

@@ -14,9 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
+import redis as sync_redis
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from mozaiks_bus.keys import Keys
 from tests.integration.server_harness import (
     ALL,
     ORIGIN,
@@ -222,3 +224,36 @@ def test_health_ready_metrics_and_admin(servers: tuple[ServeProcess, ServeProces
     body = docs["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
     assert set(body["examples"]) == {"one", "batch"}
     assert httpx.get(a.url + "/docs").status_code == 200
+
+
+def test_a_store_that_fails_inside_exec_leaves_no_dedupe_mark_and_a_retry_stores_once(
+    servers: tuple[ServeProcess, ServeProcess], redis_url: str, prefix: str,
+) -> None:
+    """MULTI does not roll back: an XADD refused inside EXEC (WRONGTYPE) must not leave
+    the id marked "done", or the client's retry would be answered "duplicate" for an
+    event that was never stored. Stored events carry the mark for the whole window."""
+    a, _ = servers
+    keys = Keys(prefix)
+    client = sync_redis.Redis.from_url(redis_url)
+    event_type = f"messaging.wrongtype_{uuid.uuid4().hex[:6]}"  # routed durable
+    stream = keys.stream(event_type)
+    event = {"id": f"wt-{uuid.uuid4().hex[:8]}", "type": event_type, "source": "test",
+             "data": {"n": 1}}
+    try:
+        client.set(stream, "not a stream")  # XADD inside the MULTI will fail
+        refused = post(a, event, ALL)
+        assert refused.status_code == 503, refused.text
+        assert client.exists(keys.dedupe(event["id"])) == 0
+        client.delete(stream)
+        stored = post(a, event, ALL)
+        assert stored.json() == {"accepted": [event["id"]], "duplicates": []}
+        again = post(a, event, ALL)
+        assert again.json() == {"accepted": [], "duplicates": [event["id"]]}
+        assert client.xlen(stream) == 1
+        mark = client.get(keys.dedupe(event["id"]))
+        assert mark is not None
+        assert mark.startswith(b"d:")
+        assert 0 < client.ttl(keys.dedupe(event["id"])) <= 24 * 3600
+    finally:
+        client.delete(stream, keys.dedupe(event["id"]))
+        client.close()

@@ -98,7 +98,7 @@ async def test_redis_failure_is_503_and_releases_the_claims(
     served: Served, http: httpx.AsyncClient, sync_redis: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def refuse(events: Any) -> None:
+    async def refuse(events: Any, **_: Any) -> None:
         raise BrokerUnavailable("Redis is down")
 
     monkeypatch.setattr(served.state.bus, "publish_events", refuse)

@@ -37,6 +37,7 @@ from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import create_async_client, redact_url, text
 from mozaiks_bus.errors import BrokerUnavailable, InvalidEvent
 from mozaiks_bus.event import Event
+from mozaiks_bus.keys import KeyMark
 from mozaiks_bus.patterns import compile_pattern
 from mozaiks_bus.routing import RECONNECTED_EVENT, Scope
 from mozaiks_bus.settings import BusSettings
@@ -140,11 +141,19 @@ class RedisTransport:
         ``publish_timeout_s``: TimeoutError, and it is not sent late)."""
         await self.sender.confirm(Outgoing(event, payload, scopes), bounded=True)
 
-    async def publish_atomic(self, items: Sequence[tuple[Event, Scope, str]]) -> None:
-        """Send several events in one MULTI/EXEC: all stored, or none (then raise);
-        bounded like :meth:`publish`."""
+    async def publish_atomic(self, items: Sequence[tuple[Event, Scope, str]],
+                             marks: Sequence[KeyMark] = ()) -> None:
+        """Send several events in one MULTI/EXEC with ``marks`` (``SET key value EX
+        ttl`` each): all stored, or none (then raise); bounded like :meth:`publish`."""
         group = [Outgoing(event, payload, scopes) for event, scopes, payload in items]
-        await self.sender.confirm(Outgoing(None, "", Scope.LOCAL, atomic=group), bounded=True)
+        await self.sender.confirm(Outgoing(None, "", Scope.LOCAL, atomic=group,
+                                           marks=tuple(marks)), bounded=True)
+
+    async def execute(self, command: tuple[Any, ...]) -> Any:
+        """One command in the sender's next pipeline; its reply (bounded like
+        :meth:`publish`; an error reply is raised)."""
+        return await self.sender.confirm(Outgoing(None, "", Scope.LOCAL, command=command),
+                                         bounded=True)
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until the sender has handed everything buffered so far to Redis (or

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from mozaiks_bus.event import Event
 from mozaiks_bus.frames import event_frame
-from mozaiks_bus.keys import ENTRY_EVENT, Keys
+from mozaiks_bus.keys import ENTRY_EVENT, KeyMark, Keys
 from mozaiks_bus.routing import Scope, scope_parts
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.transports.redis.ui import ui_append_command
@@ -40,6 +40,8 @@ class Outgoing:
     future: asyncio.Future[Any] | None = None
     chat_id: str | None = None  # set for a bare UI frame (bus.ui.send)
     atomic: list[Outgoing] | None = None  # a group sent inside MULTI/EXEC
+    marks: tuple[KeyMark, ...] = ()  # keys an atomic group sets before its EXEC
+    command: tuple[Any, ...] | None = None  # one raw command (Transport.execute)
 
 
 class CommandBuilder:
@@ -62,7 +64,12 @@ class CommandBuilder:
             commands.append(("MULTI",))
             for member in item.atomic:
                 self.add(commands, member)
+            commands.extend(("SET", mark.key, mark.value, "EX", mark.ttl_s)
+                            for mark in item.marks)
             commands.append(("EXEC",))
+            return
+        if item.command is not None:
+            commands.append(item.command)
             return
         event = item.event
         if event is None:  # a bare UI frame
