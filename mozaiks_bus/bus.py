@@ -35,7 +35,7 @@ from mozaiks_bus.durable.consumer import (
     ConsumerSpec,
 )
 from mozaiks_bus.durable.streams import StreamInspector
-from mozaiks_bus.errors import BusClosed, ConfigError, PublishFailed
+from mozaiks_bus.errors import BusClosed, ConfigError, InvalidEvent, PublishFailed
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import KeyMark
 from mozaiks_bus.local import Handler, LocalSubscriptions
@@ -265,26 +265,35 @@ class Bus:
         self._local.deliver(event)
         return event
 
-    async def publish_events(self, events: Sequence[Event], *, marks: Sequence[KeyMark] = ()
-                             ) -> None:
+    async def publish_events(self, events: Sequence[Event], *, marks: Sequence[KeyMark] = (),
+                             only_new: bool = False) -> list[Any]:
         """Publish pre-built events (from HTTP, a replay...) all or nothing.
 
         Each is validated and routed like :meth:`publish`; then every Redis write of the
         batch, and ``marks`` (the HTTP API's dedupe keys), go out in one MULTI/EXEC: all
-        stored or none (on one Redis; DESIGN "Beyond one Redis"). Local handlers run
-        after. Raises :class:`InvalidEvent` (nothing written) or a transport error."""
+        stored or none (on one Redis; DESIGN "Beyond one Redis"). ``only_new`` (one mark
+        per remote event): one script instead, storing the events whose key is empty and
+        nothing if a key holds a value other than its mark's. Returns per event ``1``
+        (stored now) or the value found; local handlers run for the stored ones. Raises
+        :class:`InvalidEvent` (nothing written) or a transport error."""
         self._check_open()
         prepared = [self._outbound.route(event) for event in events]
         remote = [(event, scopes, payload) for event, scopes, payload in prepared
                   if payload is not None]
+        found: list[Any] = [1] * len(prepared)
+        if only_new and len(remote) != len(prepared):
+            raise InvalidEvent("type", "only_new needs every event to leave the process")
         if remote:
-            await self._confirmed(self.transport.publish_atomic(remote, marks),
-                                  f"a batch of {len(events)} events")
-        for event, _, _ in prepared:
-            self.stats.published(event.type)
-            self._local.deliver(event)
+            send = (self.transport.publish_once(remote, marks) if only_new
+                    else self.transport.publish_atomic(remote, marks))
+            found = await self._confirmed(send, f"a batch of {len(events)} events") or found
+        for (event, _, _), value in zip(prepared, found, strict=True):
+            if value == 1:
+                self.stats.published(event.type)
+                self._local.deliver(event)
+        return found
 
-    async def _confirmed(self, send: Coroutine[Any, Any, None], what: str) -> None:
+    async def _confirmed(self, send: Coroutine[Any, Any, Any], what: str) -> Any:
         """Run a transport send on the bus loop within ``publish_timeout_s``."""
         if not self._runner.started_here():
             try:
@@ -295,10 +304,9 @@ class Bus:
         timeout = self.config.publish_timeout_s
         try:
             if self._runner.started_here():
-                await send  # on the bus loop, the transport bounds it (one shared timer)
-            else:
-                async with asyncio.timeout(timeout):
-                    await self._runner.run(send)
+                return await send  # on the bus loop the transport bounds it (one timer)
+            async with asyncio.timeout(timeout):
+                return await self._runner.run(send)
         except TimeoutError:
             raise PublishFailed(f"{what} was not confirmed within {timeout}s") from None
 

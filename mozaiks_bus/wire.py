@@ -18,7 +18,8 @@ import msgspec
 
 from mozaiks_bus.errors import InvalidEvent
 
-__all__ = ["DECODER", "decode_json", "format_time", "is_json_safe", "json_safe", "parse_time"]
+__all__ = ["DECODER", "decode_json", "format_time", "is_json_safe", "json_safe", "parse_time",
+           "try_fast_json"]
 
 
 def format_time(moment: datetime) -> str:
@@ -51,6 +52,15 @@ def _reject_constant(name: str) -> float:
 DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # NaN/Infinity are not JSON
 _FAST = msgspec.json.Decoder()
 _FAST_REFUSES = (msgspec.MsgspecError, RecursionError)
+
+
+def try_fast_json(raw: bytes | str) -> tuple[bool, Any]:
+    """``(True, value)`` when msgspec decodes ``raw`` (what :data:`DECODER` would give),
+    else ``(False, None)``: the caller's own strict path then says what is wrong."""
+    try:
+        return True, _FAST.decode(raw)
+    except _FAST_REFUSES:
+        return False, None
 
 
 def decode_json(raw: bytes | str) -> Any:

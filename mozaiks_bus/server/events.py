@@ -28,6 +28,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from mozaiks_bus.connection import text
 from mozaiks_bus.errors import BusClosed, InvalidEvent, TransportError
 from mozaiks_bus.event import JSON_RULE, Event, is_json_safe
 from mozaiks_bus.routing import Scope
@@ -61,8 +62,9 @@ def _decode(item: Any, where: str) -> Event:
         raise invalid(exc, where=where) from None
 
 
-def _check_event(state: ServerState, event: Event, where: str) -> None:
-    """Catalog, local-only and routing checks: raise 422 naming the field."""
+def _check_event(state: ServerState, event: Event, where: str) -> bool:
+    """Catalog, local-only and routing checks: raise 422 naming the field. True when
+    the event has the ui scope (it cannot take the one-script path)."""
     bus = state.bus
     try:
         bus.catalog.validate(event.type, event.data)
@@ -83,6 +85,7 @@ def _check_event(state: ServerState, event: Event, where: str) -> None:
             raise InvalidEvent("data", JSON_RULE)
     except InvalidEvent as exc:
         raise invalid(exc, where=where) from None
+    return bool(scopes & Scope.UI)
 
 
 def _unique(events: list[tuple[Event, str]]) -> tuple[list[tuple[Event, str]], list[str]]:
@@ -125,15 +128,18 @@ async def publish_events(request: Request) -> JSONResponse:
                                         max_depth=settings.api_max_json_depth,
                                         max_batch=settings.api_max_batch)
     decoded: list[tuple[Event, str]] = []
+    any_ui = False
     for index, item in enumerate(items):
         where = f"[{index}]." if is_batch else ""
         event = _decode(item, "ce-" if mode is Mode.BINARY else where)
         if not principal.may_publish(event.type):
             raise HttpError(403, "forbidden", f"token '{principal.name}' may not publish "
                            f"{event.type} (publish_patterns)", field=f"{where}type")
-        _check_event(state, event, where)
+        any_ui = _check_event(state, event, where) or any_ui
         decoded.append((event, digest(item)))
     unique, repeats = _unique(decoded)
+    if not any_ui:
+        return await _store_if_new(state, unique, repeats)
     claims = await _claim(state, unique)
     stored = {event_id for event_id, _ in claims.claimed}
     events = [event for event, _ in unique if event.id in stored]
@@ -146,12 +152,43 @@ async def publish_events(request: Request) -> JSONResponse:
         if isinstance(exc, TransportError | BusClosed):
             raise unavailable(state, f"Redis did not store the events: {exc}") from None
         raise
-    state.metrics.events["accepted"] += len(events)
-    duplicates = list(dict.fromkeys([*claims.duplicates, *repeats]))
+    return _answer(state, [event.id for event in events],
+                   list(dict.fromkeys([*claims.duplicates, *repeats])))
+
+
+def _answer(state: ServerState, accepted: list[str], duplicates: list[str]) -> JSONResponse:
+    state.metrics.events["accepted"] += len(accepted)
     state.metrics.events["duplicate"] += len(duplicates)
     # PublishResult documents this body; building the JSON directly skips re-validation
-    return JSONResponse({"accepted": [event.id for event in events], "duplicates": duplicates},
-                        status_code=202)
+    return JSONResponse({"accepted": accepted, "duplicates": duplicates}, status_code=202)
+
+
+async def _store_if_new(state: ServerState, unique: list[tuple[Event, str]],
+                        repeats: list[str]) -> JSONResponse:
+    """Dedupe check, store and mark in one script (events without the ui scope)."""
+    marks = state.dedupe.marks([(event.id, item_digest) for event, item_digest in unique])
+    try:
+        found = await state.bus.publish_events([event for event, _ in unique], marks=marks,
+                                               only_new=True)
+    except InvalidEvent as exc:
+        raise invalid(exc) from None
+    except (TransportError, BusClosed) as exc:
+        raise unavailable(state, f"Redis did not store the events: {exc}") from None
+    accepted, duplicates = [], []
+    for (event, _), mark, value in zip(unique, marks, found, strict=False):
+        if value == 1:
+            accepted.append(event.id)
+        elif value is None:  # empty, but a later key stopped the script: nothing stored
+            continue
+        elif text(value) == mark.value:
+            duplicates.append(event.id)
+        elif text(value) == "p" + mark.value[1:]:  # "p:<same digest>": a claim in flight
+            raise unavailable(state, f"event {event.id!r} is being stored by another "
+                              "request; retry to learn the outcome")
+        else:
+            raise HttpError(409, "conflict", f"id {event.id!r} was already published "
+                           "with a different body (within api_dedupe_window_s)", field="id")
+    return _answer(state, accepted, list(dict.fromkeys([*duplicates, *repeats])))
 
 
 async def _claim(state: ServerState, unique: list[tuple[Event, str]]) -> Claims:

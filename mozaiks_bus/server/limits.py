@@ -22,6 +22,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mozaiks_bus.server.errors import HttpError
+from mozaiks_bus.wire import try_fast_json
 
 __all__ = ["BodyLimit", "json_depth_exceeds", "parse_json"]
 
@@ -114,6 +115,9 @@ def parse_json(raw: bytes, *, max_depth: int) -> Any:
     if json_depth_exceeds(raw, max_depth):
         raise HttpError(400, "too_deep", f"the JSON nests arrays/objects deeper than "
                        f"{max_depth} levels (api_max_json_depth)")
+    decoded, value = try_fast_json(raw)
+    if decoded:
+        return value
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -115,6 +115,12 @@ class Transport(Protocol):
         """Send several events as one all-or-nothing unit, with ``marks`` (keys set in
         the same unit); raise if not stored (bounded like :meth:`publish`)."""
 
+    async def publish_once(self, items: Sequence[tuple[Event, Scope, str]],
+                           marks: Sequence[KeyMark]) -> list[Any]:
+        """Store each event whose mark key (``marks[i]``) is empty and set the mark, as
+        one atomic step; store nothing if a key holds a value other than its mark's.
+        Returns per event ``1`` (stored now) or the value found."""
+
     async def execute(self, command: tuple[Any, ...]) -> Any:
         """Run one broker command in the sender's next pipeline (shared with concurrent
         calls) and return its reply; raise like :meth:`publish` (bounded the same way)."""

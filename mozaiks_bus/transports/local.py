@@ -98,6 +98,11 @@ class LocalTransport:
                              marks: Sequence[KeyMark] = ()) -> None:
         """Local only: nothing leaves the process."""
 
+    async def publish_once(self, items: Sequence[tuple[Event, Scope, str]],
+                           marks: Sequence[KeyMark]) -> list[Any]:
+        """There is no broker to dedupe on."""
+        raise ConfigError("broker_url", "publishing once by key needs a broker (redis://...)")
+
     async def execute(self, command: tuple[Any, ...]) -> Any:
         """There is no broker to run ``command`` on."""
         raise ConfigError("broker_url", f"{command[0]} needs a broker (redis://...)")

@@ -40,7 +40,8 @@ LONG_CLASSES = {
     # states its contract (62 of its lines). Everything behind them lives elsewhere
     # (BusLoop, Outbound, LocalSubscriptions, DurableRuntime, UiHub, the transports);
     # splitting the facade itself would scatter one API over several objects.
-    "mozaiks_bus.bus.Bus": 330,
+    # (+10 for publish_events' store-if-new mode, the HTTP API's one-round-trip dedupe.)
+    "mozaiks_bus.bus.Bus": 340,
 }
 
 

@@ -116,13 +116,37 @@ async def test_redis_failure_is_503_and_releases_the_claims(
 
 async def test_claim_failure_is_503(served: Served, http: httpx.AsyncClient,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events with the ui scope are claimed before they are stored."""
     async def down(items: Any) -> None:
         raise BrokerUnavailable("no route to Redis")
 
     monkeypatch.setattr(served.state.dedupe, "claim", down)
-    response = await http.post("/v1/events", json=notification("c1"), headers=auth(PUB))
+    ui_event = {"id": "c1", "type": "chat.text", "source": "test", "subject": "chat-1",
+                "data": {"content": "hi"}}
+    response = await http.post("/v1/events", json=ui_event, headers=auth(PUB))
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
+
+
+async def test_an_id_claimed_by_a_request_in_flight_is_503_and_nothing_is_stored(
+    served: Served, http: httpx.AsyncClient, sync_redis: redis.Redis,
+) -> None:
+    """The one-script path sees another request's pending claim: 503, and the other
+    events of the batch are not stored either (all or nothing)."""
+    busy = notification("busy-1")
+    sync_redis.set(Keys("mozaiks").dedupe("busy-1"), f"p:{digest(busy)}", ex=30)
+    response = await http.post("/v1/events", json=[notification("free-1"), busy],
+                               headers=auth(PUB))
+    assert response.status_code == 503
+    assert "being stored by another request" in response.json()["message"]
+    assert sync_redis.exists(Keys("mozaiks").dedupe("free-1")) == 0
+    other_body = notification("busy-1", message="another body")
+    sync_redis.set(Keys("mozaiks").dedupe("busy-1"), f"d:{digest(other_body)}", ex=30)
+    conflict = await http.post("/v1/events", json=[notification("free-1"), busy],
+                               headers=auth(PUB))
+    assert conflict.status_code == 409
+    assert conflict.json()["field"] == "id"
+    assert sync_redis.exists(Keys("mozaiks").dedupe("free-1")) == 0
 
 
 async def test_an_event_being_stored_by_another_request_is_503_not_a_duplicate(

@@ -46,6 +46,7 @@ from mozaiks_bus.transports.base import RemoteDeliver
 from mozaiks_bus.transports.redis.clients import RedisStreamClients
 from mozaiks_bus.transports.redis.commands import Outgoing
 from mozaiks_bus.transports.redis.listener import PubSubListener
+from mozaiks_bus.transports.redis.once import store_if_new_command
 from mozaiks_bus.transports.redis.sender import Sender
 from mozaiks_bus.transports.redis.ui import RedisUi
 
@@ -148,6 +149,18 @@ class RedisTransport:
         group = [Outgoing(event, payload, scopes) for event, scopes, payload in items]
         await self.sender.confirm(Outgoing(None, "", Scope.LOCAL, atomic=group,
                                            marks=tuple(marks)), bounded=True)
+
+    async def publish_once(self, items: Sequence[tuple[Event, Scope, str]],
+                           marks: Sequence[KeyMark]) -> list[Any]:
+        """Store each event whose mark key is empty and set its mark, in one script
+        (:mod:`.once`); nothing at all if a key holds another value. Per event: ``1``
+        (stored now) or the value found (bounded like :meth:`publish`)."""
+        group = [Outgoing(event, payload, scopes) for event, scopes, payload in items]
+        command = store_if_new_command(self.sender.commands, group, marks)
+        found: list[Any] = await self.execute(command)
+        if any(value != 1 for value in found):
+            self.sender.commands.forget_index()  # its SADDs may not have run
+        return found
 
     async def execute(self, command: tuple[Any, ...]) -> Any:
         """One command in the sender's next pipeline; its reply (bounded like

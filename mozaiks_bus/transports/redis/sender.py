@@ -61,7 +61,7 @@ class Sender:
         self.settings = settings
         self.stats = stats
         self.keys = keys
-        self._commands = CommandBuilder(keys, settings, origin)
+        self.commands = CommandBuilder(keys, settings, origin)
         self._buffer: deque[Outgoing] = deque()
         self._confirmed: deque[Outgoing] = deque()
         self._lock = threading.Lock()
@@ -218,7 +218,7 @@ class Sender:
         for item in batch:
             start = len(commands)
             try:
-                self._commands.add(commands, item)
+                self.commands.add(commands, item)
             except Exception as exc:  # noqa: BLE001  # one bad item must not stop the sender
                 del commands[start:]
                 self._reject(item, exc)
@@ -230,7 +230,7 @@ class Sender:
         try:
             replies = await self._execute(commands)
         except REDIS_ERRORS as exc:
-            self._commands.forget_index()  # Redis may have lost it (restart without AOF)
+            self.commands.forget_index()  # Redis may have lost it (restart without AOF)
             error = translate_redis_error(exc, action="publish", url=self.url)
             lost = self._requeue_durable(kept)
             logger.warning("Redis did not take %d events (%d fan-out-only dropped): %s",
