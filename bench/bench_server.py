@@ -355,7 +355,7 @@ def _http(url: str, a: _Server, baseline: _Server, seconds: float,
 # --------------------------------------------------------------------------- run
 
 
-def run(*, rate: float = 200.0, duration_s: float = 5.0, http_seconds: float = 5.0,
+def run(*, rate: float = 500.0, duration_s: float = 5.0, http_seconds: float = 5.0,
         concurrency: int = 16) -> dict[str, Any]:
     """Every figure as a dict (see the module docstring)."""
     with private_redis() as server, _servers(server.url) as (a, b, baseline):
@@ -400,7 +400,7 @@ def _table(figures: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """``python -m bench.bench_server``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=200.0, help="events/s for latency")
+    parser.add_argument("--rate", type=float, default=500.0, help="events/s for latency")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per latency run")
     parser.add_argument("--http-seconds", type=float, default=5.0, help="seconds per load run")
     parser.add_argument("--concurrency", type=int, default=16, help="HTTP clients")
