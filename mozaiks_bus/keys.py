@@ -26,6 +26,8 @@ method                         name                               cluster slot o
 ``sink_pending(s)``            ``P:sink:{s}:pending`` (zset)      sink ``s``
 ``sink_dead_letters(s)``       ``P:sink:{s}:dlq`` (stream)        sink ``s``
 ``sink_since(s)``              ``P:sink:{s}:since`` (string)      sink ``s``
+``sink_mark(s, i)``            ``P:sink:{s}:mark:<sha256>``       sink ``s``
+``sink_batch_id(s)``           ``P-sinkbatch-s-<uuid7 hex>`` (RQ) (RQ: ``rq:job:<id>``)
 ``sink_process(n)``            ``P:sink-proc:{n'}`` (liveness)    process ``n``
 ``sink_group(s)``              ``sink.s`` (consumer group)        -
 ``sink_queue()``               ``P-sinks`` (RQ queue name)        (RQ: ``rq:queue:P-sinks``)
@@ -71,6 +73,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import quote
+
+import uuid_utils
 
 from mozaiks_bus import names
 from mozaiks_bus.errors import ConfigError, InvalidEvent
@@ -244,6 +248,17 @@ class Keys:
     def bridge_since(self) -> str:
         """The stream id the bridge's consumer group starts at (set once, first seen)."""
         return f"{self.prefix}:bridge-since"
+
+    def sink_mark(self, sink: str, event_id: str) -> str:
+        """Which batch job carries ``event_id`` to ``sink`` (a string with a TTL): the
+        dispatcher's dedupe of a redelivered event, and "settled" once it ended."""
+        _escape("event_id", event_id)
+        digest = hashlib.sha256(event_id.encode()).hexdigest()
+        return f"{self.prefix}:sink:{{{_sink(sink)}}}:mark:{digest}"
+
+    def sink_batch_id(self, sink: str) -> str:
+        """A new RQ job id for one batch of deliveries to ``sink``."""
+        return f"{self.prefix}-sinkbatch-{_sink(sink)}-{uuid_utils.uuid7().hex}"
 
     def sink_job_id(self, sink: str, event_id: str, replay: str | None = None) -> str:
         """The deterministic RQ job id of one delivery of ``event_id`` to ``sink``.

@@ -91,8 +91,11 @@ class SinkConfig(BaseModel):
     ``method`` is the HTTP method (POST, PUT or PATCH). The circuit breaker opens after
     ``circuit_failures`` consecutive failed attempts (0 turns it off), stays open
     ``circuit_open_s`` before one probe, and after a good probe lets traffic back in
-    over ``circuit_ramp_s``. The name becomes the consumer group ``sink.<name>``, hence
-    at most 59 characters.
+    over ``circuit_ramp_s``. First attempts travel in batches: one RQ job carries up to
+    ``batch_max`` deliveries (gathered for at most ``batch_linger_ms``), sent up to
+    ``batch_concurrency`` at once; ``batch_max = 1`` gives one job per delivery. Retries
+    are single jobs. The name becomes the consumer group ``sink.<name>``, hence at most
+    59 characters.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -116,6 +119,9 @@ class SinkConfig(BaseModel):
     circuit_failures: int = Field(default=5, ge=0)
     circuit_open_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     circuit_ramp_s: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+    batch_max: int = Field(default=32, ge=1, le=500)
+    batch_linger_ms: float = Field(default=5.0, ge=0, le=1000, allow_inf_nan=False)
+    batch_concurrency: int = Field(default=16, ge=1, le=64)
 
     @field_validator("name")
     @classmethod

@@ -5,7 +5,10 @@ Contract
 * Each sink reads the durable streams through its own consumer group ``sink.<name>``
   (one :meth:`Bus.consumer` per pattern, all in that group), so every sink gets every
   matching event, independently of the others and of the services' own groups.
-* For each event the handler enqueues **one** RQ job with the deterministic id
+* With ``batch_max > 1`` (the default, 32), events are gathered per sink and queued as
+  one batch job (:mod:`.batching`: per-delivery dedupe marks, ack after the batch is
+  stored). With ``batch_max = 1``, for each event the handler enqueues **one** RQ job
+  with the deterministic id
   ``keys.sink_job_id(sink, event_id)`` through RQ's atomic ``unique`` enqueue: a
   redelivered event (a dispatcher that crashed before its ack, a reclaim) finds the job
   and queues nothing. The stream entry is acked only when the handler returns, i.e.
@@ -25,6 +28,7 @@ Contract
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -40,6 +44,7 @@ from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.retry import RetryPolicy
 from mozaiks_bus.settings import BusSettings, SinkConfig
+from mozaiks_bus.sinks.batching import FAILURE_TTL_S, DeliveryBatcher, enqueue_batch
 from mozaiks_bus.sinks.state import record_pending
 
 __all__ = [
@@ -55,7 +60,6 @@ __all__ = [
 logger = logging.getLogger("mozaiks_bus.sinks")
 JOB_FUNCTION = "mozaiks_bus.sinks.job.deliver"
 DEFAULT_RESULT_TTL_S = 600
-FAILURE_TTL_S = 7 * 24 * 3600
 DISPATCH_MAX_DELIVERIES = 10
 
 
@@ -140,12 +144,35 @@ class SinkDispatcher:
         starts = self.starts() if starts is None else starts
         for sink in self.bus.config.sinks:
             start = starts[sink.name]
+            handler = self._handler(sink) if sink.batch_max == 1 else self._batched(sink)
+            # a batch fills only if that many handlers wait at once: two batches' worth
+            concurrency = self.concurrency if sink.batch_max == 1 else \
+                max(self.concurrency, 2 * sink.batch_max)
             for pattern in sink.patterns:
                 self.bus.consumer(
                     pattern, group=self.keys.sink_group(sink.name),
-                    concurrency=self.concurrency, max_deliveries=DISPATCH_MAX_DELIVERIES,
+                    concurrency=concurrency, max_deliveries=DISPATCH_MAX_DELIVERIES,
                     retry=RetryPolicy(base_s=0.5, max_s=10.0), start=start,
-                )(self._handler(sink))
+                )(handler)
+
+    def _batched(self, sink: SinkConfig) -> Any:
+        async def flush(events: list[Event]) -> None:
+            _, queued, duplicates = await asyncio.to_thread(
+                enqueue_batch, self.queue, self.keys, sink, events, result_ttl=self.result_ttl)
+            self.queued += queued
+            self.duplicates += duplicates
+            if duplicates:
+                logger.info("sink %s: %d redelivered event(s) already carried by a job",
+                            sink.name, duplicates)
+
+        batcher = DeliveryBatcher(flush, max_size=sink.batch_max,
+                                  linger_s=sink.batch_linger_ms / 1000)
+
+        async def dispatch(event: Event) -> None:
+            await batcher.add(event)
+
+        dispatch.__name__ = dispatch.__qualname__ = f"sink_dispatch_{sink.name}"
+        return dispatch
 
     def _handler(self, sink: SinkConfig) -> Any:
         def dispatch(event: Event) -> None:  # sync: RQ is sync; runs in a worker thread

@@ -36,6 +36,7 @@ import logging
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -83,11 +84,24 @@ class SinkRuntime:
         self.breaker = CircuitBreaker(client, self.keys)
         self.http = httpx.Client(
             follow_redirects=False, trust_env=False, headers={"User-Agent": USER_AGENT},
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
         )
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+
+    def pool(self, sink: SinkConfig) -> ThreadPoolExecutor:
+        """The threads a batch to ``sink`` sends its requests on (``batch_concurrency``;
+        httpx's client is thread-safe and pools the connections)."""
+        pool = self._pools.get(sink.name)
+        if pool is None:
+            pool = self._pools[sink.name] = ThreadPoolExecutor(
+                sink.batch_concurrency, thread_name_prefix=f"sink-{sink.name}")
+        return pool
 
     def close(self) -> None:
-        """Close the HTTP client (the Redis client belongs to the caller)."""
+        """Close the HTTP client and the batch threads (the Redis client belongs to the
+        caller)."""
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
         self.http.close()
 
 

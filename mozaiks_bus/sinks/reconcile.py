@@ -56,6 +56,7 @@ from rq.utils import now
 from mozaiks_bus.connection import text
 from mozaiks_bus.retry import RetryPolicy
 from mozaiks_bus.settings import BusSettings
+from mozaiks_bus.sinks.batching import BATCH_FUNCTION, SETTLED
 from mozaiks_bus.sinks.config import find_sink
 from mozaiks_bus.sinks.dead_letters import record_dead
 from mozaiks_bus.sinks.dispatcher import DEFAULT_RESULT_TTL_S, sink_queue
@@ -169,20 +170,27 @@ class Reconciler:
         attempt = int(job.meta.get("attempt", 0)) + 1  # the run that never reported back
         job.meta["attempt"] = attempt
         error = redact(f"{reason} (attempt {attempt})")
+        carried = self._unsettled(job, sink_name)  # (job id, event) of each delivery
         pipe = self.client.pipeline(transaction=True)
         if sink is None or attempt >= sink.attempts:
-            record_attempt(pipe, self.keys, sink_name, status=None, error=error, lost=lost)
-            event = job.args[1] if len(job.args) > 1 else {}
-            record_dead(pipe, self.keys, sink_name, job_id=job.id,
-                        event_json=json.dumps(event), error=error, status=None,
-                        attempts=attempt, replay_of=job.meta.get("replay_of"))
+            record_attempt(pipe, self.keys, sink_name, status=None, error=error, lost=lost,
+                           count=max(1, len(carried)))
+            for job_id, event in carried:
+                record_dead(pipe, self.keys, sink_name, job_id=job_id,
+                            event_json=json.dumps(event), error=error, status=None,
+                            attempts=attempt, replay_of=job.meta.get("replay_of"))
+                if job_id != job.id:
+                    pipe.set(self.keys.sink_mark(sink_name, str(event.get("id", ""))),
+                             SETTLED, ex=self.result_ttl)
+            pipe.zrem(self.keys.sink_pending(sink_name), job.id)
             pipe.execute()
             job.set_status(JobStatus.FINISHED)
             job.cleanup(ttl=self.result_ttl)
             report.dead_lettered += 1
             logger.error("sink %s: job %s dead-lettered: %s", sink_name, job.id, error)
             return
-        record_attempt(pipe, self.keys, sink_name, status=None, error=error, lost=lost)
+        record_attempt(pipe, self.keys, sink_name, status=None, error=error, lost=lost,
+                       count=max(1, len(carried)))
         pipe.execute()
         job.meta.update(last_error=error, last_status=None)
         if lost:  # not the endpoint's fault: try again at once, ahead of the backlog
@@ -193,6 +201,19 @@ class Reconciler:
             self.queue.schedule_job(job, now() + timedelta(seconds=math.ceil(delay + 1)))
             report.redriven += 1
         logger.warning("sink %s: job %s taken back: %s", sink_name, job.id, error)
+
+    def _unsettled(self, job: Job, sink_name: str) -> list[tuple[str, dict[str, Any]]]:
+        """The deliveries ``job`` still carries: its one event, or a batch's events
+        whose mark is not ``settled`` (each with the id its dead letter takes)."""
+        events: Any = job.args[1] if len(job.args) > 1 else {}
+        if job.func_name != BATCH_FUNCTION:
+            return [(job.id, events if isinstance(events, dict) else {})]
+        batch = [event for event in events if isinstance(event, dict)]
+        marks = [self.keys.sink_mark(sink_name, str(event.get("id", ""))) for event in batch]
+        held = self.client.mget(marks) if marks else []
+        return [(self.keys.sink_job_id(sink_name, str(event.get("id", ""))), event)
+                for event, value in zip(batch, held, strict=True)
+                if value is None or text(value) != SETTLED]
 
     def _sweep_pending(self, report: SweepReport) -> None:
         cutoff = time.time() - STALE_PENDING_S

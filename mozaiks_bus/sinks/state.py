@@ -79,13 +79,14 @@ def record_pending(pipe: Pipeline, keys: Keys, sink: str, job_id: str) -> None:
 
 
 def record_attempt(pipe: Pipeline, keys: Keys, sink: str, *, status: int | None,
-                   error: str | None, lost: bool = False) -> None:
-    """One attempt that did not deliver (``error`` set) or any attempt's status."""
+                   error: str | None, lost: bool = False, count: int = 1) -> None:
+    """``count`` attempts that did not deliver (``error`` set) or any attempt's status
+    (``count`` > 1: the deliveries of a batch cut off together)."""
     key = keys.sink_state(sink)
-    pipe.hincrby(key, "attempts", 1)
+    pipe.hincrby(key, "attempts", count)
     pipe.hset(key, "last_status", "" if status is None else status)
     if error is not None:
-        pipe.hincrby(key, "lost_attempts" if lost else "failed_attempts", 1)
+        pipe.hincrby(key, "lost_attempts" if lost else "failed_attempts", count)
         pipe.hset(key, mapping={"last_error": error, "last_error_at": time.time()})
 
 

@@ -91,6 +91,8 @@ class Target:
         self._released = threading.Event()
         self.requests: list[Recorded] = []
         self.on_request: Callable[[Recorded], None] | None = None
+        # consulted first: a reply chosen from the request itself (None: the script's)
+        self.decide: Callable[[Recorded], Reply | None] | None = None
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.target = self
         self.port = int(self._server.server_address[1])
@@ -110,8 +112,10 @@ class Target:
     def _record(self, record: Recorded) -> Reply:
         with self._lock:
             self.requests.append(record)
+            chosen = self.decide(record) if self.decide is not None else None
             script = self._scripts.get(record.path, [])
-            reply = script.pop(0) if script else self._defaults.get(record.path, Reply())
+            reply = chosen or (script.pop(0) if script else
+                               self._defaults.get(record.path, Reply()))
         if self.on_request is not None:
             self.on_request(record)
         return reply

@@ -29,6 +29,7 @@ from mozaiks_bus.sinks import (
     sink_queue,
     sink_state,
 )
+from mozaiks_bus.sinks.batching import enqueue_batch
 from tests.integration.sink_support import (
     WorkerProcess,
     publish,
@@ -195,12 +196,14 @@ def test_400_dead_letters_at_once_500_after_the_last_attempt_and_replay_delivers
     client.close()
 
 
+@pytest.mark.parametrize("batch_max", [1, 32])
 def test_a_redelivered_event_never_queues_a_second_job(
     redis_url: str, key_prefix: str, tmp_path: Path, target: Target,
-    workers: list[WorkerProcess],
+    workers: list[WorkerProcess], batch_max: int,
 ) -> None:
+    """Single jobs dedupe by their deterministic id; batches by the delivery's mark."""
     config = write_config(tmp_path / "bus.toml", url=redis_url, prefix=key_prefix, sinks=[
-        sink("hooks", target.url("/hook")),
+        sink("hooks", target.url("/hook"), batch_max=batch_max),
     ])
     worker = start(workers, tmp_path, config)
     settings = settings_for(redis_url, key_prefix, config)
@@ -214,11 +217,18 @@ def test_a_redelivered_event_never_queues_a_second_job(
             await bus.streams.replay_group(TYPE, "sink.hooks", from_id="0")
 
     asyncio.run(rewind())
-    wait_until(lambda: "already has job" in worker.log(), 10, "the redelivery")
-    job_id = Keys(key_prefix).sink_job_id("hooks", event.id)
-    assert job_id in worker.log()
-    assert enqueue_delivery(sink_queue(client, Keys(key_prefix)), Keys(key_prefix),
-                            settings.sinks[0], event) == (job_id, False)
+    keys = Keys(key_prefix)
+    if batch_max == 1:
+        wait_until(lambda: "already has job" in worker.log(), 10, "the redelivery")
+        job_id = keys.sink_job_id("hooks", event.id)
+        assert job_id in worker.log()
+        assert enqueue_delivery(sink_queue(client, keys), keys, settings.sinks[0],
+                                event) == (job_id, False)
+    else:
+        wait_until(lambda: "already carried by a job" in worker.log(), 10, "the redelivery")
+        assert client.get(keys.sink_mark("hooks", event.id)) == b"settled"
+        assert enqueue_batch(sink_queue(client, keys), keys, settings.sinks[0], [event],
+                             result_ttl=600) == (None, 0, 1)
     time.sleep(1.0)  # nothing more may arrive
     assert len(target.received("/hook")) == 1
     assert sink_state(client, settings, "hooks").queued == 0
