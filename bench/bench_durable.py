@@ -307,7 +307,7 @@ def _phase(cfg: _Config, mode: Mode, kind: Kind, label: str, key: str,
     try:
         out = asyncio.run(asyncio.wait_for(coro, cfg.phase_timeout_s))
     finally:
-        if profiler is not None:
+        if profiler is not None and profile_path:
             profiler.disable()
             profiler.dump_stats(profile_path)
     return {"kind": kind, "mode": mode, "label": label, **out}

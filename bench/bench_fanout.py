@@ -35,7 +35,7 @@ import platform
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal
@@ -57,6 +57,7 @@ MODES: tuple[Mode, ...] = ("throughput", "latency")
 EVENT_TYPE = "settings_updated"
 PIPELINE = 512
 YIELD_EVERY = 512
+SUBSCRIBERS = 2  # issue 11's table: two subscriber processes
 TARGET_THROUGHPUT_RATIO = 0.8  # mozaiks/raw, at least (issue 11)
 TARGET_P99_RATIO = 1.5  # mozaiks/raw, at most, at 2,000/s (issue 11)
 RAW_CHANNEL = "benchraw:fanout:" + EVENT_TYPE
@@ -277,30 +278,71 @@ class _PhaseConfig:
     phase_timeout_s: float
     profile_dir: str | None
     yield_every: int = YIELD_EVERY
+    subscribers: int = SUBSCRIBERS
 
 
-async def _wait_subscribed(url: str, kind: Kind, timeout_s: float) -> None:
-    """Until Redis itself counts the subscriber's (P)SUBSCRIBE."""
+async def _wait_subscribed(url: str, kind: Kind, count: int, timeout_s: float) -> None:
+    """Until Redis itself counts ``count`` subscriber connections (raw: SUBSCRIBE,
+    mozaiks: PSUBSCRIBE; one phase runs at a time, so they are this phase's)."""
     client = aredis.Redis.from_url(url)
+    field = "sub" if kind == "raw" else "psub"
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if kind == "raw":
-                counts = await client.pubsub_numsub(RAW_CHANNEL)
-                if counts and int(counts[0][1]) > 0:
-                    return
-            elif int(await client.pubsub_numpat()) > 0:  # one phase at a time: ours
+            clients = await client.client_list()
+            if sum(1 for c in clients if int(c.get(field, 0) or 0) > 0) >= count:
                 return
             await asyncio.sleep(0.01)
-        raise TimeoutError(f"the {kind} subscriber did not subscribe within {timeout_s}s")
+        raise TimeoutError(f"{count} {kind} subscriber(s) did not subscribe within "
+                           f"{timeout_s}s")
     finally:
         await client.aclose()
+
+
+def _start_subscribers(spec: _SubSpec, count: int) -> tuple[list[Any], list[Connection]]:
+    """``count`` subscriber processes (only the first one profiled)."""
+    ctx = multiprocessing.get_context("spawn")
+    procs: list[Any] = []
+    parents: list[Connection] = []
+    for index in range(count):
+        parent, child = ctx.Pipe(duplex=False)
+        sub_spec = spec if index == 0 else replace(spec, profile_path=None)
+        proc = ctx.Process(target=_subscriber_entry, args=(sub_spec, child), daemon=True)
+        proc.start()
+        child.close()
+        procs.append(proc)
+        parents.append(parent)
+    return procs, parents
+
+
+def _stop_subscribers(procs: list[Any], parents: list[Connection]) -> None:
+    for parent in parents:
+        parent.close()
+    for proc in procs:
+        proc.join(2)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+
+
+def _slowest(subs: list[dict[str, Any]], t0_ns: int) -> dict[str, Any]:
+    """The figure is the slowest subscriber (each must get every event): its rate, the
+    fewest received and the worst latencies of any."""
+    sub = dict(min(subs, key=lambda s: s["received"] / max(1, s["last_ns"] - t0_ns)))
+    for key in ("p50_us", "p99_us", "max_us", "mean_us"):
+        if all(key in s for s in subs):
+            sub[key] = max(s[key] for s in subs)
+    sub["received"] = min(s["received"] for s in subs)
+    return sub
 
 
 def _phase(
     cfg: _PhaseConfig, kind: Kind, mode: Mode, label: str, profile: bool = False
 ) -> dict[str, Any]:
-    """One measurement: start a subscriber process, publish, collect, always clean up."""
+    """One measurement: start the subscriber processes, publish, collect, always clean up."""
     n = cfg.events if mode == "throughput" else max(1, int(cfg.rate * cfg.duration_s))
     prefix = f"bench{os.getpid()}x{label}".replace("-", "")
     profile_base = None
@@ -311,15 +353,12 @@ def _phase(
         idle_s=1.0, timeout_s=cfg.phase_timeout_s,
         profile_path=f"{profile_base}-sub.prof" if profile_base else None,
     )
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_subscriber_entry, args=(spec, child), daemon=True)
-    proc.start()
-    child.close()
+    procs, parents = _start_subscribers(spec, cfg.subscribers)
     try:
-        if not parent.poll(30) or parent.recv() != "ready":
-            raise TimeoutError(f"{mode}/{kind}: the subscriber process did not get ready")
-        asyncio.run(_wait_subscribed(cfg.url, kind, 10))
+        for parent in parents:
+            if not parent.poll(30) or parent.recv() != "ready":
+                raise TimeoutError(f"{mode}/{kind}: a subscriber process did not get ready")
+        asyncio.run(_wait_subscribed(cfg.url, kind, cfg.subscribers, 10))
         publisher = (
             _publish_raw(cfg.url, mode, n, cfg.rate) if kind == "raw"
             else _publish_mozaiks(cfg.url, prefix, mode, n, cfg.rate, cfg.yield_every)
@@ -333,18 +372,14 @@ def _phase(
             if profiler is not None:
                 profiler.disable()
                 profiler.dump_stats(f"{profile_base}-pub.prof")
-        if not parent.poll(cfg.phase_timeout_s + 5):
-            raise TimeoutError(f"{mode}/{kind}: no result from the subscriber")
-        sub: dict[str, Any] = parent.recv()
+        subs: list[dict[str, Any]] = []
+        for parent in parents:
+            if not parent.poll(cfg.phase_timeout_s + 5):
+                raise TimeoutError(f"{mode}/{kind}: no result from a subscriber")
+            subs.append(parent.recv())
     finally:
-        parent.close()
-        proc.join(2)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(5)
+        _stop_subscribers(procs, parents)
+    sub = _slowest(subs, pub["t0_ns"])
     elapsed_s = max(1e-9, (sub["last_ns"] - pub["t0_ns"]) / 1e9)
     out: dict[str, Any] = {
         "kind": kind, "mode": mode, "label": label, "sent": n,
@@ -396,6 +431,7 @@ def run(
     phase_timeout_s: float = 60.0,
     profile_dir: str | None = None,
     yield_every: int = YIELD_EVERY,
+    subscribers: int = SUBSCRIBERS,
 ) -> dict[str, Any]:
     """Run both measurements and return the figures (medians over ``repeats`` rounds).
 
@@ -409,10 +445,12 @@ def run(
         with private_redis() as server:
             return run(server.url, events=events, rate=rate, duration_s=duration_s,
                        repeats=repeats, phase_timeout_s=phase_timeout_s,
-                       profile_dir=profile_dir, yield_every=yield_every)
+                       profile_dir=profile_dir, yield_every=yield_every,
+                       subscribers=subscribers)
     if profile_dir:
         Path(profile_dir).mkdir(parents=True, exist_ok=True)
-    cfg = _PhaseConfig(url, events, rate, duration_s, phase_timeout_s, profile_dir, yield_every)
+    cfg = _PhaseConfig(url, events, rate, duration_s, phase_timeout_s, profile_dir, yield_every,
+                       subscribers)
     result: dict[str, Any] = {
         "machine": {**machine(), "redis": asyncio.run(_redis_version(url))},
         "config": {**asdict(cfg), "repeats": repeats, "statistic": "median"},
@@ -421,7 +459,7 @@ def run(
     }
     for mode in MODES:
         warm_cfg = _PhaseConfig(url, min(events, 5000), rate, min(duration_s, 1.0),
-                                phase_timeout_s, None, yield_every)
+                                phase_timeout_s, None, yield_every, subscribers)
         for kind in KINDS:
             _phase(warm_cfg, kind, mode, "warmup")
         rounds: dict[str, list[dict[str, Any]]] = {"raw": [], "mozaiks": []}
@@ -501,12 +539,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=60.0, help="per phase, seconds")
     parser.add_argument("--yield-every", type=int, default=YIELD_EVERY,
                         help="mozaiks throughput publisher: flush() after this many emits")
+    parser.add_argument("--subscribers", type=int, default=SUBSCRIBERS,
+                        help="subscriber processes (each must get every event)")
     parser.add_argument("--profile", metavar="DIR", help="also write cProfile *.prof files")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = parser.parse_args(argv)
     result = run(args.url, events=args.events, rate=args.rate, duration_s=args.duration,
                  repeats=args.repeats, phase_timeout_s=args.timeout, profile_dir=args.profile,
-                 yield_every=args.yield_every)
+                 yield_every=args.yield_every, subscribers=args.subscribers)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
