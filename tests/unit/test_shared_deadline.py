@@ -41,3 +41,16 @@ async def test_cancel_stops_the_timer_and_leaves_the_futures_alone() -> None:
     deadline.watch(future)  # usable again after a cancel
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(future, 1.0)
+
+
+async def test_answered_futures_are_not_held_until_their_deadline() -> None:
+    """At 40,000 publishes a second and a 5 s timeout, holding every answered future
+    until its deadline would keep 200,000 of them alive."""
+    deadline = SharedDeadline(60.0)
+    loop = asyncio.get_running_loop()
+    for _ in range(1000):
+        future = loop.create_future()
+        deadline.watch(future)
+        future.set_result(None)
+    assert deadline.watched <= 1
+    deadline.cancel()

@@ -26,9 +26,18 @@ class SharedDeadline:
     def watch(self, future: asyncio.Future[Any]) -> None:
         """Start the clock for ``future`` (on the running loop)."""
         loop = asyncio.get_running_loop()
-        self._waiting.append((loop.time() + self.timeout_s, future))
+        waiting = self._waiting
+        while waiting and waiting[0][1].done():  # answered: forget it now, not at expiry
+            waiting.popleft()
+        waiting.append((loop.time() + self.timeout_s, future))
         if self._timer is None:
             self._timer = loop.call_at(self._waiting[0][0], self._expire, loop)
+
+    @property
+    def watched(self) -> int:
+        """Futures still held (the answered ones at the front are dropped as new ones
+        come, so this stays near the number in flight)."""
+        return len(self._waiting)
 
     def cancel(self) -> None:
         """Stop watching everything (the futures are left as they are)."""
