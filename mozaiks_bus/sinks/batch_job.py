@@ -85,6 +85,11 @@ def run_batch(rt: SinkRuntime, job: Job, sink_name: str,
     if not gate.allowed:
         rt.client.hincrby(keys.sink_state(sink.name), "circuit_waits", 1)
         return retry_in(job, gate.wait_s)
+    if gate.state != "closed" and len(todo) > 1:
+        # a probe (half-open) or a ramp share is one request, not a batch: the rest
+        # go back as single jobs that each ask the breaker, no attempt used
+        _hand_back(rt, job, sink, todo[1:], attempt=attempt - 1)
+        todo = todo[:1]
     outcomes = list(rt.pool(sink).map(lambda item: _attempt(rt, sink, item[0]), todo))
     for outcome in outcomes:
         if outcome is not _SKIPPED:
@@ -93,6 +98,26 @@ def run_batch(rt: SinkRuntime, job: Job, sink_name: str,
                    [(raw, mark, outcome) for (raw, mark), outcome in zip(todo, outcomes,
                                                                            strict=True)],
                    attempt=attempt)
+
+
+def _hand_back(rt: SinkRuntime, job: Job, sink: SinkConfig,
+               items: list[tuple[dict[str, Any], str]], *, attempt: int) -> None:
+    """Queue ``items`` as single jobs now (their marks follow), with ``attempt`` used."""
+    keys, queue = rt.keys, sink_queue(rt.client, rt.keys)
+    ttl = mark_ttl(sink, job.result_ttl or 600)
+    for raw, mark in items:
+        event_id = str(raw.get("id", ""))
+        single = keys.sink_job_id(sink.name, event_id)
+        pipe = rt.client.pipeline(transaction=True)
+        record_pending(pipe, keys, sink.name, single)
+        pipe.set(mark, single, ex=ttl)
+        pipe.execute()
+        queue.enqueue_call(
+            JOB_FUNCTION, args=(sink.name, raw), job_id=single, timeout=job_timeout(sink),
+            result_ttl=job.result_ttl or 600, failure_ttl=FAILURE_TTL_S,
+            description=f"sink {sink.name} event {event_id}",
+            meta={"sink": sink.name, "event_id": event_id, "attempt": attempt},
+        )
 
 
 def _attempt(rt: SinkRuntime, sink: SinkConfig, raw: dict[str, Any]) -> Outcome:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,4 +174,31 @@ def test_a_batch_cut_off_by_a_sigkill_is_resent_and_each_lost_attempt_counted(
     assert state.counters["attempts"] == 5 + len(resent)
     assert state.dead_letters == 0
     assert state.queued == 0
+    client.close()
+
+
+def test_a_batch_that_finds_the_circuit_half_open_sends_one_probe_not_the_batch(
+    redis_url: str, key_prefix: str, tmp_path: Path, target: Target,
+    workers: list[WorkerProcess],
+) -> None:
+    path = config(tmp_path, redis_url, key_prefix, target, circuit_failures=2,
+                  circuit_open_s=1.0, circuit_ramp_s=0.0, batch_linger_ms=300.0)
+    client = sync_client(redis_url)
+    # the circuit opened earlier and its open period is over: the next attempt probes
+    client.hset(Keys(key_prefix).sink_circuit("batchy"),
+                mapping={"state": "open", "open_until": time.time() - 1, "failures": 2})
+    target.script("/b", [Reply(200, hang=True, hang_s=0.5)])  # the probe takes 0.5 s
+    workers.append(WorkerProcess(path, tmp_path / "w.log").start())
+    settings = settings_for(redis_url, key_prefix, path)
+    events = publish(settings, TYPE, [{"n": n} for n in range(5)])
+    wait_until(lambda: sink_state(client, settings, "batchy").counters["delivered"] == 5,
+               30, "the five deliveries")
+    calls = sorted(target.received("/b"), key=lambda call: call.at)
+    assert sorted(call.headers["idempotency-key"] for call in calls) == \
+        sorted(event.id for event in events)
+    probe, *rest = calls
+    assert all(call.at >= probe.at + 0.45 for call in rest)  # nobody beside the probe
+    state = sink_state(client, settings, "batchy")
+    assert state.counters["attempts"] == 5  # handing back used no attempt
+    assert state.circuit.state == "closed"
     client.close()
