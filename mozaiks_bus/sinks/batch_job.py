@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,6 +41,7 @@ from mozaiks_bus.keys import Keys
 from mozaiks_bus.retry import RetryPolicy
 from mozaiks_bus.settings import SinkConfig
 from mozaiks_bus.sinks.batching import FAILURE_TTL_S, SETTLED, mark_ttl
+from mozaiks_bus.sinks.circuit import Gate
 from mozaiks_bus.sinks.config import find_sink, sink_secrets
 from mozaiks_bus.sinks.dead_letters import record_dead
 from mozaiks_bus.sinks.dispatcher import JOB_FUNCTION, job_timeout, sink_queue
@@ -91,13 +93,24 @@ def run_batch(rt: SinkRuntime, job: Job, sink_name: str,
         _hand_back(rt, job, sink, todo[1:], attempt=attempt - 1)
         todo = todo[:1]
     outcomes = list(rt.pool(sink).map(lambda item: _attempt(rt, sink, item[0]), todo))
-    for outcome in outcomes:
-        if outcome is not _SKIPPED:
-            rt.breaker.record(sink, failure=outcome.breaker_failure, gate=gate)
+    _report(rt, sink, gate, outcomes)
     return _settle(rt, job, sink_name, sink,
                    [(raw, mark, outcome) for (raw, mark), outcome in zip(todo, outcomes,
                                                                            strict=True)],
                    attempt=attempt)
+
+
+def _report(rt: SinkRuntime, sink: SinkConfig, gate: Gate, outcomes: list[Outcome]) -> None:
+    """Tell the breaker each outcome as if the attempts had been single jobs, one after
+    the other: a success after a failure resets the count (the breaker skips successes
+    only while it knows of no failure), so scattered failures do not add up."""
+    failures = gate.failures
+    for outcome in outcomes:
+        if outcome is _SKIPPED:
+            continue
+        rt.breaker.record(sink, failure=outcome.breaker_failure,
+                          gate=replace(gate, failures=failures))
+        failures = failures + 1 if outcome.breaker_failure else 0
 
 
 def _hand_back(rt: SinkRuntime, job: Job, sink: SinkConfig,
