@@ -6,8 +6,9 @@ Contract
 
 * The circuit is asked once for the whole batch; an open circuit puts the batch back
   (``rq.Retry``) without using an attempt.
-* Deliveries whose mark is ``settled`` are skipped: a batch re-run after its worker was
-  lost does not send again what it had finished.
+* Only deliveries whose mark still names this batch are sent: a batch re-run after its
+  worker was lost does not send again what it had finished (``settled``) or handed to
+  a single retry job.
 * The others are sent ``batch_concurrency`` at a time over the worker's one HTTP client,
   each exactly as a single job sends it (:func:`~.job.attempt_request`: the same
   ``Idempotency-Key``, signature and timeouts).
@@ -76,8 +77,9 @@ def run_batch(rt: SinkRuntime, job: Job, sink_name: str,
     attempt = int(job.meta.get("attempt", 0)) + 1
     marks = [keys.sink_mark(sink_name, str(raw.get("id", ""))) for raw in raw_events]
     held = rt.client.mget(marks) if marks else []
+    # only what this batch still carries: not settled, not handed to a single job
     todo = [(raw, mark) for raw, mark, value in zip(raw_events, marks, held, strict=True)
-            if value is None or text(value) != SETTLED]
+            if value is None or text(value) == job.id]
     sink = find_sink(rt.settings, sink_name)
     if sink is None:
         outcome = Outcome(Verdict.DEAD, f"sink {sink_name} is no longer configured")

@@ -44,6 +44,7 @@ class Recorded:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # socketserver's 5 resets connections under batches of 32
     target: Target
 
     def handle_error(self, request: object, client_address: object) -> None:
