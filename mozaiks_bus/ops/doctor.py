@@ -9,6 +9,10 @@ do). Failing checks make the command exit non-zero:
   confirmed event;
 * ``maxmemory-policy`` is ``noeviction``: any other policy can silently evict streams,
   dead letters and RQ jobs under memory pressure;
+* a Redis Cluster node fails the ``cluster`` check (the bus runs on one Redis or
+  Sentinel; Cluster is issue 14), and every node of it (found with CLUSTER NODES,
+  reached with the URL's credentials) gets the persistence and eviction checks, named
+  by address and role: a promoted replica must be as durable as its primary;
 * hints (warnings, not failures): no TLS to a non-loopback host, the default user
   without a password, ``appendfsync no``;
 * with ``amqp_url`` (the MassTransit bridge): RabbitMQ answers, and aio-pika is
@@ -88,10 +92,8 @@ def _rabbitmq(url: str) -> Check:
 def _checks(client: redis.Redis, url: str) -> Iterator[Check]:
     try:
         info: Any = client.info("server")
-        persistence: Any = client.info("persistence")
-        config: Any = client.config_get("maxmemory-policy")
-        config.update(client.config_get("appendfsync"))
-        config.update(client.config_get("save"))
+        cluster: Any = client.info("cluster")
+        config = _node_config(client)
     except REDIS_ERRORS as exc:
         error = translate_redis_error(exc, action="doctor", url=url)
         yield Check("reachable", "fail", str(error),
@@ -102,19 +104,73 @@ def _checks(client: redis.Redis, url: str) -> Iterator[Check]:
     numbers = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
     if numbers < MIN_VERSION:
         yield Check("version", "fail", version, "Redis 6.2 or newer is required")
-    yield _persistence(persistence, config)
-    policy = str(config.get("maxmemory-policy", "?"))
-    if policy == "noeviction":
-        yield Check("maxmemory-policy", "ok", policy)
+    if int(cluster.get("cluster_enabled", 0)):
+        yield from _cluster(client, url)
     else:
-        yield Check("maxmemory-policy", "fail", policy,
-                    "set maxmemory-policy noeviction: any other policy can evict streams, "
-                    "dead letters and jobs without a trace")
+        yield from _durability(config)
     yield from _hints(url, config)
 
 
-def _persistence(persistence: dict[str, Any], config: dict[str, Any]) -> Check:
-    aof = bool(int(persistence.get("aof_enabled", 0)))
+def _node_config(client: redis.Redis) -> dict[str, Any]:
+    """What the durability checks read from one node: INFO persistence and CONFIG."""
+    persistence: Any = client.info("persistence")
+    config: Any = client.config_get("maxmemory-policy")
+    config.update(client.config_get("appendfsync"))
+    config.update(client.config_get("save"))
+    config["aof_enabled"] = persistence.get("aof_enabled", 0)
+    return dict(config)
+
+
+def _durability(config: dict[str, Any], where: str = "") -> Iterator[Check]:
+    """Persistence and eviction of one node (``where``: which node, on a cluster)."""
+    suffix = f" {where}" if where else ""
+    persistence = _persistence(config)
+    yield Check(persistence.name + suffix, persistence.status, persistence.found,
+                persistence.hint)
+    policy = str(config.get("maxmemory-policy", "?"))
+    if policy == "noeviction":
+        yield Check("maxmemory-policy" + suffix, "ok", policy)
+    else:
+        yield Check("maxmemory-policy" + suffix, "fail", policy,
+                    "set maxmemory-policy noeviction: any other policy can evict streams, "
+                    "dead letters and jobs without a trace")
+
+
+def _cluster(client: redis.Redis, url: str) -> Iterator[Check]:
+    """A Redis Cluster: say the bus cannot run on it yet, and check every node, since a
+    failover promotes a replica that must be as durable as its primary."""
+    nodes: Any = client.execute_command("CLUSTER NODES")  # type: ignore[no-untyped-call]
+    primaries = [addr for addr, node in nodes.items() if "master" in node["flags"]]
+    replicas = [addr for addr, node in nodes.items() if "slave" in node["flags"]]
+    yield Check("cluster", "fail",
+                f"Redis Cluster: {len(primaries)} primaries, {len(replicas)} replicas",
+                "the bus runs on one Redis or on Sentinel; Redis Cluster is not supported "
+                "yet (issue 14), and RQ (the sink worker) never runs on a cluster")
+    for addr in sorted(primaries) + sorted(replicas):
+        role = "primary" if addr in primaries else "replica"
+        host, _, port = addr.rpartition(":")
+        parts = urlsplit(url)
+        node_url = parts._replace(
+            netloc=_node_netloc(parts, host, int(port.split("@")[0]))).geturl()
+        node = create_sync_client(node_url, socket_timeout=5.0, retries=0)
+        try:
+            yield from _durability(_node_config(node), f"{addr} ({role})")
+        except REDIS_ERRORS as exc:
+            error = translate_redis_error(exc, action="doctor", url=node_url)
+            yield Check(f"reachable {addr} ({role})", "fail", str(error),
+                        "every node must answer: is it running, with the same password?")
+        finally:
+            node.close()
+
+
+def _node_netloc(parts: Any, host: str, port: int) -> str:
+    """``parts``' credentials at ``host:port`` (another node of the same cluster)."""
+    auth = parts.netloc.rpartition("@")[0]
+    return f"{auth}@{host}:{port}" if auth else f"{host}:{port}"
+
+
+def _persistence(config: dict[str, Any]) -> Check:
+    aof = bool(int(config.get("aof_enabled", 0)))
     rdb = bool(str(config.get("save", "")).strip())
     if aof:
         return Check("persistence", "ok", f"AOF on (appendfsync {config.get('appendfsync')})")

@@ -17,9 +17,11 @@ from click.testing import CliRunner
 from mozaiks_bus import Bus, Event, load_settings
 from mozaiks_bus.cli import cli
 from mozaiks_bus.keys import Keys
+from mozaiks_bus.ops.doctor import run_checks
 from mozaiks_bus.ops.redis_server import start_embedded_redis
 from mozaiks_bus.sinks.dead_letters import record_dead
 from tests.conftest import MakeRedisServer
+from tests.integration.cluster import LoopbackCluster
 from tests.support import clean_env
 
 pytestmark = pytest.mark.integration
@@ -292,3 +294,31 @@ def test_dlq_takes_the_event_id_for_streams_and_sinks_and_names_a_wrong_id(
             assert "Invalid stream ID" not in out
     finally:
         client.close()
+
+
+@pytest.mark.slow
+def test_doctor_on_a_redis_cluster_checks_every_node_and_says_the_bus_cannot_run_on_it(
+    env: pytest.MonkeyPatch,
+) -> None:
+    """Three primaries and three replicas on loopback; one replica has no persistence
+    and one primary an evicting policy: doctor names each of them, by address and role,
+    and fails the cluster itself (issue 14), instead of a MOVED error later."""
+    no_aof = ("--appendonly", "no")
+    lru = ("--maxmemory-policy", "allkeys-lru")
+    with LoopbackCluster(node_args=[(), lru, (), (), (), no_aof]) as cluster:
+        env.setenv("MOZAIKS_BROKER_URL", cluster.url)
+        code, _ = invoke("doctor")
+        checks = {check.name: check for check in run_checks(load_settings())}
+    assert code == 1
+    assert checks["cluster"].status == "fail"
+    assert checks["cluster"].found == "Redis Cluster: 3 primaries, 3 replicas"
+    assert "issue 14" in checks["cluster"].hint
+    lru_node = f"127.0.0.1:{cluster.nodes[1].port} (primary)"
+    volatile_node = f"127.0.0.1:{cluster.nodes[5].port} (replica)"
+    assert checks[f"maxmemory-policy {lru_node}"].status == "fail"
+    assert checks[f"maxmemory-policy {lru_node}"].found == "allkeys-lru"
+    assert checks[f"persistence {volatile_node}"].status == "fail"
+    every_node = [name for name in checks if name.startswith("persistence ")]
+    assert len(every_node) == 6
+    healthy = [checks[name] for name in every_node if volatile_node not in name]
+    assert all(check.status == "ok" for check in healthy)
