@@ -36,6 +36,8 @@ _UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.ReadOnlyError, OSE
 _UNAVAILABLE_REPLIES = (rexc.ClusterDownError, rexc.TryAgainError)
 # What a user is told when Redis refuses a command, by the reply's error code: the raw
 # server sentence stays in the exception's __cause__ (for logs), never in the message.
+_CLUSTER = ("this Redis is a Cluster node: the bus runs on one Redis or on Sentinel, not on "
+            "Redis Cluster yet (issue 14); `mozaiks-bus doctor` checks the nodes")
 _REFUSALS = {
     "WRONGTYPE": "a key under this prefix holds another type of value (does another "
                  "program write under MOZAIKS_BUS_PREFIX?)",
@@ -49,7 +51,16 @@ _REFUSALS = {
     "NOGROUP": "the consumer group does not exist (was Redis flushed?)",
     "EXECABORT": "a transaction was refused: one of its commands was invalid",
     "CROSSSLOT": "the keys of one command are in different cluster slots",
+    "MOVED": _CLUSTER,
+    "ASK": _CLUSTER,
+    "CLUSTERDOWN": "the Redis Cluster is down; and the bus runs on one Redis or Sentinel, "
+                   "not on a Cluster (issue 14)",
 }
+_CODED: tuple[tuple[type[BaseException], str], ...] = (
+    (rexc.MovedError, "MOVED"), (rexc.AskError, "ASK"), (rexc.ClusterCrossSlotError, "CROSSSLOT"),
+    (rexc.OutOfMemoryError, "OOM"), (rexc.NoScriptError, "NOSCRIPT"),
+    (rexc.NoPermissionError, "NOPERM"), (rexc.ExecAbortError, "EXECABORT"),
+)
 REDIS_ERRORS: tuple[type[BaseException], ...] = (rexc.RedisError, OSError)
 """What a Redis call can raise for Redis's (or the network's) reasons: the one tuple
 every ``except`` around a redis-py call names."""
@@ -67,7 +78,9 @@ def translate_redis_error(
     if isinstance(exc, _UNAVAILABLE + _UNAVAILABLE_REPLIES):
         return BrokerUnavailable(f"{action}: Redis{where} is unavailable: {detail}")
     if isinstance(exc, rexc.ResponseError):
-        code = detail.split(" ", 1)[0] if detail[:1].isupper() else "ERR"
+        # redis-py strips the code from replies it maps to a class of its own
+        code = next((name for kind, name in _CODED if isinstance(exc, kind)), None) or (
+            detail.split(" ", 1)[0] if detail[:1].isupper() else "ERR")
         reason = _REFUSALS.get(code, "the server refused the command")
         return TransportError(f"{action}: Redis{where} refused it: {reason} ({code})")
     return TransportError(f"{action}: Redis{where} failed: {type(exc).__name__}: {detail}")

@@ -14,7 +14,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from mozaiks_bus import Bus, Event, load_settings
+from mozaiks_bus import Bus, Event, MozaiksBusError, load_settings
 from mozaiks_bus.cli import cli
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.ops.doctor import run_checks
@@ -322,3 +322,23 @@ def test_doctor_on_a_redis_cluster_checks_every_node_and_says_the_bus_cannot_run
     assert len(every_node) == 6
     healthy = [checks[name] for name in every_node if volatile_node not in name]
     assert all(check.status == "ok" for check in healthy)
+
+
+@pytest.mark.slow
+async def test_a_bus_pointed_at_a_cluster_node_fails_its_publish_saying_so() -> None:
+    """Until issue 14, a durable publish whose stream lives on another node gets MOVED:
+    the caller learns that the broker is a Cluster node, not a bare redirect."""
+    with LoopbackCluster() as cluster:
+        bus = Bus(config=load_settings(broker_url=cluster.url, service="c", prefix="c",
+                                       publish_timeout_s=5.0))
+        async with bus:
+            errors: list[str] = []
+            for n in range(20):  # some stream keys hash to the first node's slots
+                try:
+                    await bus.publish(f"orders.t{n}", {"n": n}, durable=True)
+                except MozaiksBusError as exc:
+                    errors.append(str(exc))
+                    break
+        assert errors, "every one of 20 streams hashed to the first node"
+        assert "Cluster node" in errors[0]
+        assert "issue 14" in errors[0]

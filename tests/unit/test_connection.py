@@ -377,6 +377,20 @@ def test_unreachable_or_not_serving_is_broker_unavailable(exc: BaseException) ->
     assert SECRET not in str(error)
 
 
+@pytest.mark.parametrize(("exc", "code", "meaning"), [
+    (rexc.MovedError("3999 127.0.0.1:6381"), "MOVED", "Cluster node"),
+    (rexc.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), "OOM",
+     "out of memory"),
+])
+def test_a_reply_redis_py_parsed_into_its_own_class_keeps_its_code(
+    exc: Exception, code: str, meaning: str,
+) -> None:
+    """redis-py strips the code from the replies it gives a class of their own."""
+    error = translate_redis_error(exc, action="xadd")
+    assert f"({code})" in str(error)
+    assert meaning in str(error)
+
+
 @pytest.mark.parametrize(("reply", "code", "meaning"), [
     ("WRONGTYPE Operation against a key holding the wrong kind of value", "WRONGTYPE",
      "another type of value"),
@@ -384,6 +398,8 @@ def test_unreachable_or_not_serving_is_broker_unavailable(exc: BaseException) ->
     ("ERR Invalid stream ID specified as stream command argument", "ERR",
      "refused the command"),
     ("weird lower-case reply", "ERR", "refused the command"),
+    ("MOVED 3999 127.0.0.1:6381", "MOVED", "Cluster node"),
+    ("CLUSTERDOWN The cluster is down", "CLUSTERDOWN", "issue 14"),
 ])
 def test_a_refused_command_names_the_code_and_its_meaning_not_the_raw_reply(
     reply: str, code: str, meaning: str,
