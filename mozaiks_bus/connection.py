@@ -99,13 +99,14 @@ def secrets_in(url: str) -> set[str]:
     return {s for raw in found if raw for s in (raw, unquote(raw))}
 
 
-def parse_broker_url(url: str, *, source: str | None = None) -> BrokerUrl:
-    """Validate ``url``; raise ``ConfigError("broker_url", ...)`` (password masked)."""
+def parse_broker_url(url: str, *, source: str | None = None,
+                     field: str = "broker_url") -> BrokerUrl:
+    """Validate ``url``; raise ``ConfigError(field, ...)`` (password masked)."""
     if not isinstance(url, str):
-        raise ConfigError("broker_url", "must be a string", source=source)
+        raise ConfigError(field, "must be a string", source=source)
 
     def fail(rule: str) -> ConfigError:
-        return ConfigError("broker_url", f"{rule} (got {redact_url(url)!r})", source=source)
+        return ConfigError(field, f"{rule} (got {redact_url(url)!r})", source=source)
 
     try:  # ValueError from urlsplit/.port is never echoed: it may quote a misplaced secret
         parts = urlsplit(url)

@@ -164,7 +164,7 @@ def _bridge_report(settings: BusSettings) -> dict[str, Any] | None:
     from mozaiks_bus.sinks import admin_client  # noqa: PLC0415
 
     try:
-        with admin_client(settings, "read the bridge") as client:
+        with admin_client(settings, "read the bridge", on="broker") as client:
             return bridge_report(client, settings)
     except MozaiksBusError as exc:
         fail(exc)

@@ -158,7 +158,7 @@ def bridge_of(state: ServerState) -> dict[str, Any] | None:
     from mozaiks_bus.amqp import bridge_report  # noqa: PLC0415
     from mozaiks_bus.sinks import admin_client  # noqa: PLC0415
 
-    with admin_client(settings, "read the bridge") as client:
+    with admin_client(settings, "read the bridge", on="broker") as client:
         return bridge_report(client, settings)
 
 

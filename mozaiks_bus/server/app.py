@@ -68,7 +68,8 @@ async def _record_sink_starts(state: ServerState) -> None:
     from mozaiks_bus.sinks import admin_client, record_sink_starts  # noqa: PLC0415  # RQ
 
     def record() -> None:
-        with admin_client(state.settings, "record the sinks' start positions") as client:
+        with admin_client(state.settings, "record the sinks' start positions",
+                          on="broker") as client:
             record_sink_starts(client, state.settings)
             if state.settings.amqp_url:
                 record_bridge_start(client, state.settings)

@@ -151,6 +151,7 @@ class BusSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", frozen=True)
 
     broker_url: str | None = None
+    queue_url: str | None = None  # RQ and the sinks' ledger; None: on the broker
     service: str = DEFAULT_SERVICE
     prefix: str = DEFAULT_PREFIX
     routes: list[RouteRule] = Field(default_factory=list)
@@ -256,6 +257,23 @@ class BusSettings(BaseSettings):
                 raise ValueError(exc.reason) from None
         return value
 
+    @field_validator("queue_url")
+    @classmethod
+    def _check_queue_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if "cluster" in value.split("://", 1)[0].lower():
+            raise ValueError("RQ (the sink worker's queue) does not run on Redis Cluster: "
+                             "point queue_url at a standalone or Sentinel Redis")
+        try:
+            parsed = parse_broker_url(value, field="queue_url")
+        except ConfigError as exc:
+            raise ValueError(exc.reason) from None
+        if parsed.scheme == "memory":
+            raise ValueError("must be a Redis server (redis://, rediss://, unix:// or "
+                             "redis+sentinel://): RQ workers are processes")
+        return value
+
     @field_validator("service")
     @classmethod
     def _check_service(cls, value: str) -> str:
@@ -290,6 +308,16 @@ class BusSettings(BaseSettings):
         return None if self.broker_url is None else redact_url(self.broker_url)
 
     @property
+    def queue_redis_url(self) -> str | None:
+        """Where RQ and the sinks' ledger live: ``queue_url``, else the broker."""
+        return self.queue_url or self.broker_url
+
+    @property
+    def redacted_queue_url(self) -> str | None:
+        """``queue_url`` with its password masked."""
+        return None if self.queue_url is None else redact_url(self.queue_url)
+
+    @property
     def redacted_amqp_url(self) -> str | None:
         """``amqp_url`` with its password masked."""
         return None if self.amqp_url is None else redact_url(self.amqp_url)
@@ -304,10 +332,12 @@ class BusSettings(BaseSettings):
         data = self.model_dump(mode="json")
         data["broker_url"] = self.redacted_broker_url
         data["amqp_url"] = self.redacted_amqp_url
+        data["queue_url"] = self.redacted_queue_url
         return data
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        masked = {self._REPR_MASKED: self.redacted_broker_url, "amqp_url": self.redacted_amqp_url}
+        masked = {self._REPR_MASKED: self.redacted_broker_url, "amqp_url": self.redacted_amqp_url,
+                  "queue_url": self.redacted_queue_url}
         for name, value in super().__repr_args__():
             yield name, masked.get(name or "", value)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any, Literal
 
 import redis
 
@@ -18,18 +19,33 @@ from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.settings import BusSettings
 
-__all__ = ["admin_client"]
+__all__ = ["admin_client", "refuse_cluster"]
 
 
 @contextlib.contextmanager
-def admin_client(settings: BusSettings, action: str = "read sinks") -> Iterator[redis.Redis]:
-    """A sync client for ``settings.broker_url``; errors inside are translated."""
+def admin_client(settings: BusSettings, action: str = "read sinks", *,
+                 on: Literal["queue", "broker"] = "queue") -> Iterator[redis.Redis]:
+    """A sync client, errors inside translated: ``on="queue"`` the Redis of RQ and the
+    sinks' ledger (``queue_url``, else the broker), ``on="broker"`` the broker (streams,
+    sink start positions, the bridge's state)."""
     if not settings.broker_url:
         raise ConfigError("broker_url", "is not set (MOZAIKS_BROKER_URL): sinks live in Redis")
-    client = create_sync_client(settings.broker_url)
+    url = str(settings.queue_redis_url if on == "queue" else settings.broker_url)
+    client = create_sync_client(url)
     try:
         yield client
     except REDIS_ERRORS as exc:
-        raise translate_redis_error(exc, action=action, url=settings.broker_url) from exc
+        raise translate_redis_error(exc, action=action, url=url) from exc
     finally:
         client.close()
+
+
+def refuse_cluster(client: redis.Redis, settings: BusSettings) -> None:
+    """Raise ConfigError if ``client`` (the queue's Redis) is a Redis Cluster node: RQ
+    does not run on a cluster. The error names the setting to change."""
+    cluster: Any = client.info("cluster")
+    if int(cluster.get("cluster_enabled", 0)):
+        field = "queue_url" if settings.queue_url else "broker_url"
+        raise ConfigError(field, "is a Redis Cluster node: RQ (the sink worker's queue) "
+                          "does not run on Redis Cluster; set queue_url "
+                          "(MOZAIKS_BUS_QUEUE_URL) to a standalone or Sentinel Redis")

@@ -123,10 +123,14 @@ class SinkDispatcher:
     """Registers the consumer groups of every configured sink on a :class:`Bus`."""
 
     def __init__(self, bus: Bus, client: redis.Redis, *, concurrency: int = 16,
-                 result_ttl: int = DEFAULT_RESULT_TTL_S) -> None:
+                 result_ttl: int = DEFAULT_RESULT_TTL_S, broker: redis.Redis | None = None
+                 ) -> None:
+        """``client``: the queue's Redis (RQ, the sinks' ledger); ``broker``: where the
+        streams are, for the start positions (None: the same Redis)."""
         self.bus = bus
         self.keys = bus.config.keys
         self.queue = sink_queue(client, self.keys)
+        self._broker = broker or client
         self.concurrency = concurrency
         self.result_ttl = result_ttl
         self.queued = 0
@@ -134,7 +138,7 @@ class SinkDispatcher:
 
     def starts(self) -> dict[str, str]:
         """The stream id each sink's groups start at (reads, and first time sets, Redis)."""
-        return record_sink_starts(self.queue.connection, self.bus.config)
+        return record_sink_starts(self._broker, self.bus.config)
 
     def register(self, starts: dict[str, str] | None = None) -> None:
         """One consumer group per sink (``sink.<name>``), one consumer per pattern.

@@ -124,7 +124,7 @@ def runtime() -> SinkRuntime:
             settings = load_settings()
             if not settings.broker_url:
                 raise ConfigError("broker_url", "the sink worker needs a broker (redis://...)")
-            _runtime = SinkRuntime(settings, create_sync_client(settings.broker_url))
+            _runtime = SinkRuntime(settings, create_sync_client(str(settings.queue_redis_url)))
         return _runtime
 
 

@@ -53,6 +53,7 @@ from mozaiks_bus.connection import create_sync_client
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.redis_errors import REDIS_ERRORS
 from mozaiks_bus.settings import BusSettings
+from mozaiks_bus.sinks.admin import refuse_cluster
 from mozaiks_bus.sinks.config import check_sinks
 from mozaiks_bus.sinks.dispatcher import DEFAULT_RESULT_TTL_S, SinkDispatcher, sink_queue
 from mozaiks_bus.sinks.job import SinkRuntime, install_runtime
@@ -136,7 +137,8 @@ def _child_main(settings_data: dict[str, Any], name: str, *, supervisor: str,
     _die_with_parent(parent_pid)
     _setup_logging(options.log_level)
     settings = BusSettings.model_validate(settings_data)
-    client = create_sync_client(str(settings.broker_url), client_name="mozaiks-bus:sinkworker")
+    client = create_sync_client(str(settings.queue_redis_url),
+                                client_name="mozaiks-bus:sinkworker")
     runtime = SinkRuntime(settings, client)
     install_runtime(runtime)
     reconciler = Reconciler(client, settings, dead_after_s=options.dead_after_s)
@@ -150,7 +152,7 @@ def _child_main(settings_data: dict[str, Any], name: str, *, supervisor: str,
                 logger.warning("liveness of %s not refreshed: %s", name, exc)
 
     # Redis need not be up yet: wait for it here rather than crash-looping
-    Availability(settings.broker_url).retry_sync(
+    Availability(settings.queue_redis_url).retry_sync(
         lambda: reconciler.heartbeat(name, pid=os.getpid(), supervisor=supervisor),
         what=f"RQ worker {name}")
     threading.Thread(target=beat, name="liveness", daemon=True).start()
@@ -184,7 +186,7 @@ class SinkWorker:
 
     def __init__(self, settings: BusSettings, options: WorkerOptions | None = None, *,
                  app: Bus | None = None, companions: tuple[Companion, ...] = ()) -> None:
-        url = settings.broker_url
+        url = settings.queue_redis_url
         if not url or url.startswith("memory://"):
             raise ConfigError("broker_url", "the sink worker needs a Redis server "
                               "(redis://, rediss:// or unix://): RQ workers are processes")
@@ -195,7 +197,9 @@ class SinkWorker:
         self.companions = companions
         self.keys = settings.keys
         self.name = f"{self.keys.sink_worker_prefix()}{socket.gethostname()}.{os.getpid()}"
-        self.client = create_sync_client(url, client_name="mozaiks-bus:sinks")
+        self.client = create_sync_client(url, client_name="mozaiks-bus:sinks")  # RQ, ledger
+        self.broker = self.client if settings.queue_url is None else create_sync_client(
+            str(settings.broker_url), client_name="mozaiks-bus:sinks-broker")
         self.reconciler = Reconciler(self.client, settings, dead_after_s=self.options.dead_after_s,
                                      result_ttl=self.options.result_ttl_s)
         self._ctx = multiprocessing.get_context("spawn")
@@ -249,9 +253,12 @@ class SinkWorker:
 
     async def _start(self, bus: Bus) -> None:
         availability = bus.transport.availability
+        await availability.retry(lambda: asyncio.to_thread(refuse_cluster, self.client,
+                                                           self.settings),
+                                 what="the queue's Redis")
         dispatcher = SinkDispatcher(bus, self.client,
                                     concurrency=self.options.dispatch_concurrency,
-                                    result_ttl=self.options.result_ttl_s)
+                                    result_ttl=self.options.result_ttl_s, broker=self.broker)
         starts = await availability.retry(lambda: asyncio.to_thread(dispatcher.starts),
                                           what="the sinks' start positions")
         dispatcher.register(starts)
@@ -370,6 +377,8 @@ class SinkWorker:
             self.reconciler.forget(self.name)
             self.reconciler.sweep({child.name for child in self._children})
         self.client.close()
+        if self.broker is not self.client:
+            self.broker.close()
 
 
 def run_worker(settings: BusSettings, options: WorkerOptions | None = None, *,
