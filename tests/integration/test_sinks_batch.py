@@ -14,7 +14,6 @@ import json
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +39,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TYPE = "orders.created"
 
 
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 def config(tmp_path: Path, url: str, prefix: str, target: Target, **fields: Any) -> Path:

@@ -12,7 +12,6 @@ import base64
 import itertools
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +45,6 @@ SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 
 
 
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 def sink(name: str, url: str, **fields: Any) -> dict[str, Any]:

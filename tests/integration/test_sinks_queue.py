@@ -7,7 +7,6 @@ is refused by name. (Issue 14 keeps RQ off a Cluster.)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,12 +32,6 @@ pytestmark = [pytest.mark.integration]
 TYPE = "orders.created"
 
 
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 def test_rq_and_the_sink_ledger_live_on_the_queue_redis_the_streams_on_the_broker(
