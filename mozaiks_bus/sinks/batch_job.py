@@ -35,17 +35,21 @@ from rq import Queue, Retry, get_current_job
 from rq.job import Job
 
 from mozaiks_bus import tracing
-from mozaiks_bus.connection import text
 from mozaiks_bus.errors import ConfigError, InvalidEvent
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.retry import RetryPolicy
 from mozaiks_bus.settings import SinkConfig
-from mozaiks_bus.sinks.batching import FAILURE_TTL_S, SETTLED, mark_ttl
+from mozaiks_bus.sinks.batching import SETTLED, carried, mark_ttl
 from mozaiks_bus.sinks.circuit import Gate
 from mozaiks_bus.sinks.config import find_sink, sink_secrets
 from mozaiks_bus.sinks.dead_letters import record_dead
-from mozaiks_bus.sinks.dispatcher import JOB_FUNCTION, job_timeout, sink_queue
+from mozaiks_bus.sinks.dispatcher import (
+    DEFAULT_RESULT_TTL_S,
+    JOB_FUNCTION,
+    single_job,
+    sink_queue,
+)
 from mozaiks_bus.sinks.formats import FormatError, SkipDelivery, render
 from mozaiks_bus.sinks.job import SinkRuntime, attempt_request, retry_in, runtime
 from mozaiks_bus.sinks.policy import Outcome, Verdict
@@ -75,11 +79,7 @@ def run_batch(rt: SinkRuntime, job: Job, sink_name: str,
     """Run one batch job (``job`` is its RQ job)."""
     keys = rt.keys
     attempt = int(job.meta.get("attempt", 0)) + 1
-    marks = [keys.sink_mark(sink_name, str(raw.get("id", ""))) for raw in raw_events]
-    held = rt.client.mget(marks) if marks else []
-    # only what this batch still carries: not settled, not handed to a single job
-    todo = [(raw, mark) for raw, mark, value in zip(raw_events, marks, held, strict=True)
-            if value is None or text(value) == job.id]
+    todo = carried(rt.client, keys, sink_name, job.id, raw_events)
     sink = find_sink(rt.settings, sink_name)
     if sink is None:
         outcome = Outcome(Verdict.DEAD, f"sink {sink_name} is no longer configured")
@@ -119,20 +119,17 @@ def _hand_back(rt: SinkRuntime, job: Job, sink: SinkConfig,
                items: list[tuple[dict[str, Any], str]], *, attempt: int) -> None:
     """Queue ``items`` as single jobs now (their marks follow), with ``attempt`` used."""
     keys, queue = rt.keys, sink_queue(rt.client, rt.keys)
-    ttl = mark_ttl(sink, job.result_ttl or 600)
-    for raw, mark in items:
-        event_id = str(raw.get("id", ""))
-        single = keys.sink_job_id(sink.name, event_id)
-        pipe = rt.client.pipeline(transaction=True)
-        record_pending(pipe, keys, sink.name, single)
-        pipe.set(mark, single, ex=ttl)
-        pipe.execute()
-        queue.enqueue_call(
-            JOB_FUNCTION, args=(sink.name, raw), job_id=single, timeout=job_timeout(sink),
-            result_ttl=job.result_ttl or 600, failure_ttl=FAILURE_TTL_S,
-            description=f"sink {sink.name} event {event_id}",
-            meta={"sink": sink.name, "event_id": event_id, "attempt": attempt},
-        )
+    result_ttl = job.result_ttl or DEFAULT_RESULT_TTL_S
+    ttl = mark_ttl(sink, result_ttl)
+    jobs = [single_job(keys, sink, raw, attempt=attempt, result_ttl=result_ttl)
+            for raw, _ in items]
+    pipe = rt.client.pipeline(transaction=True)
+    for (_, mark), kwargs in zip(items, jobs, strict=True):
+        record_pending(pipe, keys, sink.name, kwargs["job_id"])
+        pipe.set(mark, kwargs["job_id"], ex=ttl)
+    pipe.execute()
+    for kwargs in jobs:
+        queue.enqueue_call(JOB_FUNCTION, **kwargs)
 
 
 def _attempt(rt: SinkRuntime, sink: SinkConfig, raw: dict[str, Any]) -> Outcome:
@@ -161,7 +158,7 @@ def _settle(rt: SinkRuntime, job: Job, sink_name: str, sink: SinkConfig | None,
     """Every outcome, the marks and the retry jobs; ``attempt`` is the attempt number
     these outcomes come from (0: none was made)."""
     keys, counts = rt.keys, {"delivered": 0, "skipped": 0, "retrying": 0, "dead": 0}
-    result_ttl = job.result_ttl or 600
+    result_ttl = job.result_ttl or DEFAULT_RESULT_TTL_S
     ttl = mark_ttl(sink, result_ttl) if sink is not None else result_ttl
     queue = sink_queue(rt.client, keys)
     retries: list[tuple[dict[str, Any], Outcome]] = []
@@ -212,12 +209,7 @@ def _schedule_retries(queue: Queue, keys: Keys, sink: SinkConfig,
     for raw, outcome in retries:
         delay = policy.delay(attempt, retry_after=outcome.retry_after_s)
         wait = 0 if delay <= 0 else math.ceil(delay + 1)
-        event_id = str(raw.get("id", ""))
         queue.enqueue_at(
             datetime.now(UTC) + timedelta(seconds=wait), JOB_FUNCTION,
-            args=(sink.name, raw), job_id=keys.sink_job_id(sink.name, event_id),
-            timeout=job_timeout(sink), result_ttl=result_ttl, failure_ttl=FAILURE_TTL_S,
-            description=f"sink {sink.name} event {event_id}",
-            meta={"sink": sink.name, "event_id": event_id, "attempt": attempt,
-                  "last_error": outcome.error, "last_status": outcome.status},
-        )
+            **single_job(keys, sink, raw, attempt=attempt, result_ttl=result_ttl,
+                         last_error=outcome.error, last_status=outcome.status))

@@ -29,6 +29,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import redis
 from rq import Queue
 from rq.job import Job
 
@@ -38,8 +39,8 @@ from mozaiks_bus.keys import Keys
 from mozaiks_bus.settings import SinkConfig
 from mozaiks_bus.sinks.state import record_pending
 
-__all__ = ["BATCH_FUNCTION", "SETTLED", "DeliveryBatcher", "batch_timeout", "enqueue_batch",
-           "mark_ttl"]
+__all__ = ["BATCH_FUNCTION", "SETTLED", "DeliveryBatcher", "batch_timeout", "carried",
+           "enqueue_batch", "mark_ttl"]
 
 BATCH_FUNCTION = "mozaiks_bus.sinks.batch_job.deliver_batch"
 SETTLED = "settled"
@@ -93,6 +94,16 @@ def enqueue_batch(queue: Queue, keys: Keys, sink: SinkConfig, events: list[Event
         meta={"sink": sink.name, "attempt": 0, "events": len(fresh)},
     )
     return batch_id, len(fresh), duplicates
+
+
+def carried(client: redis.Redis, keys: Keys, sink_name: str, batch_id: str,
+            events: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """``(event, mark)`` of each delivery the batch ``batch_id`` still carries: its mark
+    names the batch (or expired), not ``settled`` nor a single job it was handed to."""
+    marks = [keys.sink_mark(sink_name, str(event.get("id", ""))) for event in events]
+    held = client.mget(marks) if marks else []
+    return [(event, mark) for event, mark, value in zip(events, marks, held, strict=True)
+            if value is None or text(value) == batch_id]
 
 
 class DeliveryBatcher:

@@ -54,6 +54,7 @@ __all__ = [
     "enqueue_delivery",
     "job_timeout",
     "record_sink_starts",
+    "single_job",
     "sink_queue",
 ]
 
@@ -74,6 +75,23 @@ def job_timeout(sink: SinkConfig) -> int:
     return int(sink.timeout_s * 3 + 30)
 
 
+def single_job(keys: Keys, sink: SinkConfig, event: dict[str, Any], *, attempt: int,
+               result_ttl: int, replay_of: str | None = None,
+               **meta: Any) -> dict[str, Any]:
+    """The ``enqueue_call``/``enqueue_at`` keyword arguments of one single delivery of
+    ``event`` (its dict form) to ``sink``: the first, a retry or a replay alike."""
+    event_id = str(event.get("id", ""))
+    full: dict[str, Any] = {"sink": sink.name, "event_id": event_id, "attempt": attempt,
+                            **meta}
+    if replay_of:
+        full["replay_of"] = replay_of
+    return {"args": (sink.name, event), "job_id": keys.sink_job_id(sink.name, event_id,
+                                                                   replay_of),
+            "timeout": job_timeout(sink), "result_ttl": result_ttl,
+            "failure_ttl": FAILURE_TTL_S, "description": f"sink {sink.name} event {event_id}",
+            "meta": full}
+
+
 def enqueue_delivery(
     queue: Queue, keys: Keys, sink: SinkConfig, event: Event, *,
     replay_of: str | None = None, result_ttl: int = DEFAULT_RESULT_TTL_S,
@@ -89,15 +107,10 @@ def enqueue_delivery(
     pipe = client.pipeline(transaction=False)
     record_pending(pipe, keys, sink.name, job_id)
     pipe.execute()
-    meta: dict[str, Any] = {"sink": sink.name, "event_id": event.id, "attempt": 0}
-    if replay_of:
-        meta["replay_of"] = replay_of
     try:
-        queue.enqueue_call(
-            JOB_FUNCTION, args=(sink.name, event.to_dict()), job_id=job_id, unique=True,
-            timeout=job_timeout(sink), result_ttl=result_ttl, failure_ttl=FAILURE_TTL_S,
-            description=f"sink {sink.name} event {event.id}", meta=meta,
-        )
+        queue.enqueue_call(JOB_FUNCTION, unique=True, **single_job(
+            keys, sink, event.to_dict(), attempt=0, result_ttl=result_ttl,
+            replay_of=replay_of))
     except DuplicateJobError:
         return job_id, False
     return job_id, True

@@ -56,7 +56,7 @@ from rq.utils import now
 from mozaiks_bus.connection import text
 from mozaiks_bus.retry import RetryPolicy
 from mozaiks_bus.settings import BusSettings
-from mozaiks_bus.sinks.batching import BATCH_FUNCTION, SETTLED
+from mozaiks_bus.sinks.batching import BATCH_FUNCTION, SETTLED, carried
 from mozaiks_bus.sinks.config import find_sink
 from mozaiks_bus.sinks.dead_letters import record_dead
 from mozaiks_bus.sinks.dispatcher import DEFAULT_RESULT_TTL_S, sink_queue
@@ -203,17 +203,15 @@ class Reconciler:
         logger.warning("sink %s: job %s taken back: %s", sink_name, job.id, error)
 
     def _unsettled(self, job: Job, sink_name: str) -> list[tuple[str, dict[str, Any]]]:
-        """The deliveries ``job`` still carries: its one event, or a batch's events
-        whose mark is not ``settled`` (each with the id its dead letter takes)."""
+        """The deliveries ``job`` still carries: its one event, or the batch's events
+        its marks still name (:func:`~.batching.carried`), each with the id its dead
+        letter takes."""
         events: Any = job.args[1] if len(job.args) > 1 else {}
         if job.func_name != BATCH_FUNCTION:
             return [(job.id, events if isinstance(events, dict) else {})]
         batch = [event for event in events if isinstance(event, dict)]
-        marks = [self.keys.sink_mark(sink_name, str(event.get("id", ""))) for event in batch]
-        held = self.client.mget(marks) if marks else []
         return [(self.keys.sink_job_id(sink_name, str(event.get("id", ""))), event)
-                for event, value in zip(batch, held, strict=True)
-                if value is None or text(value) != SETTLED]
+                for event, _ in carried(self.client, self.keys, sink_name, job.id, batch)]
 
     def _sweep_pending(self, report: SweepReport) -> None:
         cutoff = time.time() - STALE_PENDING_S
