@@ -10,6 +10,11 @@ Accepted broker URLs (anything else raises :class:`ConfigError` naming these):
 * ``redis+sentinel://[[user]:password@]host1:port1,host2:port2/service_name[/db]``: the
   master of ``service_name`` as Sentinel reports it, followed across failover. The
   credentials are for the master; sentinels are reached without auth (port 26379 if none).
+* ``redis+cluster://[[user]:password@]host1:port1[,host2:port2...][?option=...]`` and
+  ``rediss+cluster://`` (TLS): a Redis Cluster, the listed nodes being seeds (the rest
+  is discovered; port 6379 if none). A cluster has one database, so no ``/db`` and no
+  ``?db=``. The client factories return a ``RedisCluster`` for it (:data:`AsyncClient`,
+  :data:`SyncClient`); :func:`cluster_node_urls` gives each seed as a plain node URL.
 
 Passwords never appear in a message: :func:`redact_url` masks them, and
 :mod:`mozaiks_bus.redis_errors` (the one boundary where redis-py errors are translated)
@@ -18,31 +23,43 @@ scrubs them with :func:`secrets_in`.
 
 from __future__ import annotations
 
-import re
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypedDict, Unpack, cast
-from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 import fakeredis
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import ClusterNode
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from mozaiks_bus import names
+from mozaiks_bus.broker_urls import (
+    CLUSTER_SCHEMES,
+    SCHEMES,
+    BrokerUrl,
+    cluster_node_urls,
+    parse_broker_url,
+    redact_url,
+    secrets_in,
+)
 from mozaiks_bus.errors import ConfigError
 
 __all__ = [
+    "CLUSTER_SCHEMES",
     "SCHEMES",
+    "AsyncClient",
     "BrokerUrl",
     "ClientOptions",
     "StreamClients",
+    "SyncClient",
+    "cluster_node_urls",
+    "create_async_any_client",
     "create_async_client",
+    "create_sync_any_client",
     "create_sync_client",
     "parse_broker_url",
     "redact_url",
@@ -51,136 +68,13 @@ __all__ = [
     "text",
 ]
 
-SCHEMES = ("redis", "rediss", "unix", "memory", "redis+sentinel")
-_SCHEME_RULE = "must start with one of " + ", ".join(f"{s}://" for s in SCHEMES)
-# a query option whose name says it holds a secret: password, sentinel_password, token...
-_SECRET_QUERY_RE = re.compile(r"([?&][^=&#]*(?:pass|secret|token|key)[^=&#]*=)([^&#]*)",
-                              re.IGNORECASE)
-_Fail = Callable[[str], ConfigError]
+AsyncClient = aioredis.Redis | aioredis.RedisCluster
+"""What :func:`create_async_client` returns: a ``RedisCluster`` for a cluster URL."""
+SyncClient = redis.Redis | redis.RedisCluster
+"""What :func:`create_sync_client` returns: a ``RedisCluster`` for a cluster URL."""
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerUrl:
-    """A validated broker URL. ``url`` and ``password`` hold secrets: not in ``repr``."""
 
-    scheme: str
-    url: str = field(repr=False)
-    host: str | None = None
-    port: int | None = None
-    path: str | None = None  # unix socket path
-    db: int = 0
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    name: str = ""  # memory:// server name
-    service_name: str | None = None  # redis+sentinel:// master name
-    sentinels: tuple[tuple[str, int], ...] = ()
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``: the user info's password (a bare
-    user info too, since ``redis://secret@host`` is a password), and query values whose
-    name says secret (``pass``, ``secret``, ``token``, ``key``)."""
-    head, sep, rest = url.partition("://")
-    if not sep:
-        head, rest = "", url
-    userinfo, at, hostpart = rest.rpartition("@")
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        rest = f"{user}:***@{hostpart}" if colon else f"***@{hostpart}"
-    return head + sep + _SECRET_QUERY_RE.sub(r"\1***", rest)
-
-
-def secrets_in(url: str) -> set[str]:
-    """The password-like parts of ``url`` (raw and percent-decoded), to scrub from text."""
-    rest = url.partition("://")[2] or url
-    userinfo, at, _ = rest.rpartition("@")
-    found = {userinfo.partition(":")[2] or userinfo} if at else set()
-    found.update(value for _, value in _SECRET_QUERY_RE.findall(rest))
-    return {s for raw in found if raw for s in (raw, unquote(raw))}
-
-
-def parse_broker_url(url: str, *, source: str | None = None,
-                     field: str = "broker_url") -> BrokerUrl:
-    """Validate ``url``; raise ``ConfigError(field, ...)`` (password masked)."""
-    if not isinstance(url, str):
-        raise ConfigError(field, "must be a string", source=source)
-
-    def fail(rule: str) -> ConfigError:
-        return ConfigError(field, f"{rule} (got {redact_url(url)!r})", source=source)
-
-    try:  # ValueError from urlsplit/.port is never echoed: it may quote a misplaced secret
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if "://" not in url or scheme not in SCHEMES:
-            raise fail(_SCHEME_RULE)
-        if "@" in parts.path + parts.query or parts.fragment:
-            raise fail("must have no #fragment; percent-encode / ? # @ in user names, passwords")
-        query = parse_qs(parts.query, keep_blank_values=True)
-        db = _db(query.pop("db", [""])[-1], fail)
-        if scheme in ("memory", "redis+sentinel") and query:
-            raise fail(f"{scheme}:// takes no query option except ?db=")
-        base = BrokerUrl(
-            scheme=scheme,
-            url=url,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            db=db or 0,
-        )
-        return _PARSERS[scheme](base, parts, db, fail)
-    except ConfigError:
-        raise
-    except ValueError:
-        pass  # raised below, outside this block, so no __context__ can quote a secret
-    raise fail("is not a valid URL")
-
-
-def _db(text: str, fail: _Fail) -> int | None:
-    if text and not text.isdigit():
-        raise fail("db must be a non-negative integer")
-    return int(text) if text else None
-
-
-def _parse_tcp(base: BrokerUrl, parts: SplitResult, db: int | None, fail: _Fail) -> BrokerUrl:
-    path_db = _db(parts.path.strip("/"), fail)
-    host, port = parts.hostname or "localhost", parts.port or 6379
-    return replace(base, host=host, port=port, db=db if db is not None else path_db or 0)
-
-
-def _parse_unix(base: BrokerUrl, parts: SplitResult, db: int | None, fail: _Fail) -> BrokerUrl:
-    if parts.hostname or parts.path in ("", "/"):
-        raise fail("unix:// takes a socket path: unix:///path/to/redis.sock?db=0")
-    return replace(base, path=unquote(parts.path))
-
-
-def _parse_memory(base: BrokerUrl, parts: SplitResult, db: int | None, fail: _Fail) -> BrokerUrl:
-    name = parts.netloc
-    if "@" in name or parts.path not in ("", "/") or not names.MEMORY_SERVER.matches(name):
-        raise fail(f"memory:// takes {names.MEMORY_SERVER.rule} (memory://name)")
-    return replace(base, name=name)
-
-
-def _parse_sentinel(base: BrokerUrl, parts: SplitResult, db: int | None, fail: _Fail) -> BrokerUrl:
-    nodes = [urlsplit("//" + item) for item in parts.netloc.rpartition("@")[2].split(",")]
-    if not all(node.hostname for node in nodes):
-        raise fail("redis+sentinel:// needs host:port[,host:port...] of the sentinels")
-    service, _, path_db = parts.path.strip("/").partition("/")
-    if not service or "/" in path_db or (path_db and db is not None):
-        raise fail("redis+sentinel:// needs a path /service_name[/db]")
-    return replace(
-        base,
-        service_name=unquote(service),
-        sentinels=tuple((cast(str, n.hostname), n.port or 26379) for n in nodes),
-        db=db if db is not None else _db(path_db, fail) or 0,
-    )
-
-
-_PARSERS: dict[str, Callable[[BrokerUrl, SplitResult, int | None, _Fail], BrokerUrl]] = {
-    "redis": _parse_tcp,
-    "rediss": _parse_tcp,
-    "unix": _parse_unix,
-    "memory": _parse_memory,
-    "redis+sentinel": _parse_sentinel,
-}
 _memory_servers: dict[str, fakeredis.FakeServer] = {}
 _memory_lock = threading.Lock()
 
@@ -267,8 +161,11 @@ def _create(
         return fake(server=_memory_server(broker.name), db=broker.db, **opts)
     if protocol is not None:
         opts["protocol"] = protocol
+    if broker.cluster:
+        return _create_cluster(broker, sync=sync, opts=opts)
     if broker.scheme == "redis+sentinel":
-        auth = {"username": broker.username, "password": broker.password, "db": broker.db}
+        auth: dict[str, Any] = {"username": broker.username, "password": broker.password,
+                                "db": broker.db}
         manager = (Sentinel if sync else AsyncSentinel)(list(broker.sentinels), **auth, **opts)
         managed: type[Any] = _SentinelRedis if sync else _AsyncSentinelRedis
         client = manager.master_for(cast(str, broker.service_name), redis_class=managed)
@@ -277,16 +174,48 @@ def _create(
     return (redis.Redis if sync else aioredis.Redis).from_url(url, **opts)
 
 
+def _create_cluster(broker: BrokerUrl, *, sync: bool, opts: dict[str, Any]) -> Any:
+    """A ``RedisCluster`` seeded with every node of the URL. Its own retries (and the
+    bus's above them) cover a failover; replicas are never read (acks are guarded on
+    the primary's view)."""
+    first, *_ = cluster_node_urls(broker)
+    node_class: Any = ClusterNode if sync else AsyncClusterNode
+    seeds = [node_class(host, port) for host, port in broker.nodes]
+    cluster_class: Any = redis.RedisCluster if sync else aioredis.RedisCluster
+    return cluster_class.from_url(first, startup_nodes=seeds, **opts)
+
+
 def create_async_client(url: str, **options: Unpack[ClientOptions]) -> aioredis.Redis:
-    """An asyncio client for ``url`` (see the module docstring); it connects lazily."""
+    """An asyncio client for ``url`` (see the module docstring); it connects lazily.
+    A cluster URL is refused here: use :func:`create_async_any_client`."""
+    _refuse_cluster(url, options.get("source"))
     client: aioredis.Redis = _create(url, sync=False, **options)
     return client
 
 
 def create_sync_client(url: str, **options: Unpack[ClientOptions]) -> redis.Redis:
     """A blocking client for ``url``, on the same rules as :func:`create_async_client`."""
+    _refuse_cluster(url, options.get("source"))
     client: redis.Redis = _create(url, sync=True, **options)
     return client
+
+
+def create_async_any_client(url: str, **options: Unpack[ClientOptions]) -> AsyncClient:
+    """:func:`create_async_client`, or a ``RedisCluster`` for a cluster URL."""
+    client: AsyncClient = _create(url, sync=False, **options)
+    return client
+
+
+def create_sync_any_client(url: str, **options: Unpack[ClientOptions]) -> SyncClient:
+    """:func:`create_sync_client`, or a ``RedisCluster`` for a cluster URL."""
+    client: SyncClient = _create(url, sync=True, **options)
+    return client
+
+
+def _refuse_cluster(url: str, source: str | None) -> None:
+    if url.partition("://")[0].lower() in CLUSTER_SCHEMES:
+        raise ConfigError("broker_url", "this part of mozaiks-bus runs on one Redis or "
+                          "Sentinel, not on a Redis Cluster yet (issue 14)", source=source)
 
 
 class StreamClients(Protocol):
@@ -300,10 +229,10 @@ class StreamClients(Protocol):
     def url(self) -> str:
         """The broker URL (for error messages; may hold a password: redact it)."""
 
-    def command_client(self) -> aioredis.Redis:
+    def command_client(self) -> AsyncClient:
         """The client for ordinary commands."""
 
-    def blocking_client(self) -> aioredis.Redis:
+    def blocking_client(self) -> AsyncClient:
         """The client for blocking reads."""
 
     async def aclose(self) -> None:

@@ -16,7 +16,14 @@ every module and fails on an exception class that is missing here or not in the 
     ├── TransportError          Redis (or another transport) could not do what was asked
     │   ├── BrokerUnavailable   the server could not be reached or the link dropped
     │   │   └── RedisServerError  (ops.redis_server) a redis-server we start did not start
-    │   └── PublishFailed       a confirmed publish was not stored / sent
+    │   ├── PublishFailed       a confirmed publish was not stored / sent
+    │   ├── PartialBatch        (transports.redis.commands) some commands of a sender
+    │   │                       batch failed (a cluster node lost): per-item outcomes
+    │   ├── CrossSlot           (transports.cluster.router) a transaction or script
+    │   │                       whose keys are in several cluster slots (also a
+    │   │                       redis-py ResponseError, so it travels as a reply)
+    │   └── Unsent              (transports.cluster.router) a node's share of a batch
+    │                           was not written at all (safe to send again)
     ├── Unprocessable           raised by a durable handler: dead-letter this event now
     ├── EnvelopeError           (amqp.envelope) an AMQP message that is no readable
     │   │                       MassTransit envelope

@@ -114,7 +114,7 @@ def is_group_vanished(exc: BaseException) -> bool:
         "NOGROUP" in message or message.startswith("UNBLOCKED"))
 
 
-async def ping(client: aioredis.Redis, *, url: str | None = None) -> float:
+async def ping(client: aioredis.Redis | aioredis.RedisCluster, *, url: str | None = None) -> float:
     """Round-trip time of one PING in seconds; BrokerUnavailable if it fails."""
     async with redis_errors("ping", url):
         started = time.perf_counter()

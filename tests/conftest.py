@@ -74,6 +74,18 @@ def redis_url() -> Iterator[str]:
     yield _loopback_only(url)
 
 
+@pytest.fixture(scope="session")
+def cluster_url() -> Iterator[str]:
+    """A 3+3 Redis Cluster on loopback shared by the whole session (isolate by
+    key_prefix; tests that kill or reshard nodes start their own)."""
+    if redis_server_binary() is None:
+        pytest.skip(NO_REDIS_SERVER)
+    from tests.integration.cluster import LoopbackCluster  # noqa: PLC0415
+
+    with LoopbackCluster() as cluster:
+        yield cluster.cluster_url
+
+
 @pytest.fixture
 def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     """No MOZAIKS_* variable and a fresh working directory (no ./mozaiks-bus.toml);

@@ -46,7 +46,6 @@ import aio_pika
 from aio_pika.abc import (
     AbstractIncomingMessage,
 )
-from redis.asyncio import Redis
 
 from mozaiks_bus import tracing
 from mozaiks_bus._loop import cancel_and_wait
@@ -64,7 +63,7 @@ from mozaiks_bus.amqp.envelope import (
 from mozaiks_bus.amqp.link import AMQP_ERRORS, RabbitLink
 from mozaiks_bus.amqp.status import COUNTERS, record_bridge_start, state_ttl_s
 from mozaiks_bus.bus import Bus
-from mozaiks_bus.connection import create_sync_client, redact_url
+from mozaiks_bus.connection import AsyncClient, create_sync_client, redact_url
 from mozaiks_bus.errors import (
     BrokerUnavailable,
     BusClosed,
@@ -306,7 +305,7 @@ class MassTransitBridge:
         pipe.zadd(keys.bridges(), {self.instance: time.time()})
         await pipe.execute()
 
-    def _redis(self) -> Redis:
+    def _redis(self) -> AsyncClient:
         streams = self.bus.transport.streams
         if streams is None:  # the broker_url check in __init__ rules it out
             raise BrokerUnavailable("the bus has no Redis streams")

@@ -45,12 +45,11 @@ import logging
 from typing import Any
 
 from redis import exceptions as rexc
-from redis.asyncio import Redis
 
 from mozaiks_bus import tracing
 from mozaiks_bus._loop import cancel_and_wait
 from mozaiks_bus.availability import Availability
-from mozaiks_bus.connection import text
+from mozaiks_bus.connection import AsyncClient, text
 from mozaiks_bus.durable._permits import Permits
 from mozaiks_bus.durable.janitor import Janitor
 from mozaiks_bus.durable.retries import RetryTimer
@@ -97,7 +96,7 @@ class GroupConsumer:
 
     def __init__(
         self, spec: ConsumerSpec, *, settings: BusSettings, stats: BusStats,
-        client: Redis, blocking_client: Redis, availability: Availability,
+        client: AsyncClient, blocking_client: AsyncClient, availability: Availability,
     ) -> None:
         self.spec = spec
         self._availability = availability
@@ -313,7 +312,7 @@ class GroupConsumer:
         if not self.spec.guard and tx is None:
             self._settle.ack_later(entry.key, entry.sid)
             return True
-        await self._settle.ack(entry, event.id, [] if tx is None else list(tx.command_stack),
+        await self._settle.ack(entry, event.id, [] if delivery is None else delivery.queued(),
                                guard=self.spec.guard)
         return False
 

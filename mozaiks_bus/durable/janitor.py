@@ -22,9 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
-from redis.asyncio import Redis
-
-from mozaiks_bus.connection import text
+from mozaiks_bus.connection import AsyncClient, text
 from mozaiks_bus.durable._permits import Permits
 from mozaiks_bus.durable.settle import HeldEntries
 from mozaiks_bus.keys import Keys
@@ -44,7 +42,7 @@ class Janitor:
     """Housekeeping of one group consumer (see the module docstring)."""
 
     def __init__(
-        self, client: Redis, keys: Keys, settings: BusSettings, stats: BusStats, *,
+        self, client: AsyncClient, keys: Keys, settings: BusSettings, stats: BusStats, *,
         group: str, consumer: str, guard: bool, held: HeldEntries, permits: Permits,
         claim_batch: int, types: Callable[[], Iterable[str]],
         discover: Callable[[], Awaitable[None]], reclaimed: StartHandlers,

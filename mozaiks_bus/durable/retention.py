@@ -22,9 +22,7 @@ import logging
 import time
 from typing import Any
 
-from redis.asyncio import Redis
-
-from mozaiks_bus.connection import text
+from mozaiks_bus.connection import AsyncClient, text
 from mozaiks_bus.durable.streams import id_millis
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.stats import BusStats
@@ -50,7 +48,7 @@ def _older(a: str, b: str) -> bool:
 class RetentionKeeper:
     """Applies the soft limits and detects losses caused by the hard one."""
 
-    def __init__(self, client: Redis, settings: BusSettings, stats: BusStats) -> None:
+    def __init__(self, client: AsyncClient, settings: BusSettings, stats: BusStats) -> None:
         self.client = client
         self.settings = settings
         self.stats = stats

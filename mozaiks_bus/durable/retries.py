@@ -16,9 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.asyncio import Redis
-
 from mozaiks_bus._loop import wait_set
+from mozaiks_bus.connection import AsyncClient
 from mozaiks_bus.durable._permits import Permits
 from mozaiks_bus.durable.settle import Entry, HeldEntries
 from mozaiks_bus.redis_errors import REDIS_ERRORS
@@ -32,7 +31,7 @@ POSTPONE_S = 1.0
 class RetryTimer:
     """Due retries of one group consumer, in due order."""
 
-    def __init__(self, client: Redis, *, group: str, consumer: str, held: HeldEntries,
+    def __init__(self, client: AsyncClient, *, group: str, consumer: str, held: HeldEntries,
                  permits: Permits, delivery_count: Callable[[str, str], Awaitable[int]],
                  run: Callable[[Entry, int], None]) -> None:
         self._client = client

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import exceptions as rexc
-from redis.asyncio import Redis
 
+from mozaiks_bus.connection import AsyncClient
 from mozaiks_bus.durable.streams import dead_letter_fields, decode_entry
 from mozaiks_bus.errors import InvalidEvent
 from mozaiks_bus.keys import ENTRY_EVENT, Keys
@@ -46,7 +46,7 @@ class Entry:
 class Settler:
     """Acks and dead letters of one group consumer."""
 
-    def __init__(self, client: Redis, keys: Keys, *, group: str, consumer: str,
+    def __init__(self, client: AsyncClient, keys: Keys, *, group: str, consumer: str,
                  stats: BusStats, held: HeldEntries) -> None:
         self._client = client
         self._keys = keys

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 
+from mozaiks_bus.connection import AsyncClient
 from mozaiks_bus.errors import InvalidEvent
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
@@ -112,13 +113,23 @@ class Delivery:
     group: str
     consumer: str
     deliveries: int
-    _client: Redis
-    _tx: Pipeline | None = None
+    _client: AsyncClient
+    _tx: Pipeline | ClusterPipeline | None = None
 
     @property
-    def tx(self) -> Pipeline:
+    def tx(self) -> Pipeline | ClusterPipeline:
         """A MULTI pipeline executed atomically with the ack (keys must share the type's
         hash tag ``{<type>}`` on Redis Cluster)."""
         if self._tx is None:
             self._tx = self._client.pipeline(transaction=True)
         return self._tx
+
+    def queued(self) -> list[tuple[Any, Any]]:
+        """What the handler queued on :attr:`tx`, as ``(args, options)`` per command."""
+        if self._tx is None:
+            return []
+        if isinstance(self._tx, Pipeline):
+            return list(self._tx.command_stack)
+        # redis-py keeps a cluster pipeline's queue in its (private) strategy object
+        queue: list[Any] = self._tx._execution_strategy._command_queue  # type: ignore[attr-defined]
+        return [(command.args, command.kwargs) for command in queue]

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from redis.asyncio import Redis
-
-from mozaiks_bus.connection import text
+from mozaiks_bus.connection import AsyncClient, text
 from mozaiks_bus.errors import InvalidEvent, MozaiksBusError
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import ENTRY_EVENT, ENTRY_GROUP, Keys
@@ -111,7 +109,7 @@ def dead_letter_fields(event_json: bytes | str, *, error: str, group: str, deliv
     }
 
 
-async def ensure_group(client: Redis, stream: str, group: str, *, start: str = "0") -> bool:
+async def ensure_group(client: AsyncClient, stream: str, group: str, *, start: str = "0") -> bool:
     """Create ``group`` on ``stream`` at ``start`` (MKSTREAM); False if it existed."""
     async with redis_errors("create consumer group"):
         try:
@@ -182,7 +180,7 @@ class DeadLetter:
 class StreamInspector:
     """Read-side operations on the durable streams of one install (admin, CLI, tests)."""
 
-    def __init__(self, client: Redis, keys: Keys) -> None:
+    def __init__(self, client: AsyncClient, keys: Keys) -> None:
         self.client = client
         self.keys = keys
 

@@ -32,9 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-
-from mozaiks_bus.connection import text
+from mozaiks_bus.connection import AsyncClient, text
 from mozaiks_bus.errors import BrokerUnavailable
 from mozaiks_bus.keys import KeyMark, Keys
 from mozaiks_bus.redis_errors import redis_errors
@@ -73,7 +71,7 @@ class Claims:
 class DedupeClaims:
     """Claims on event ids in Redis (see the module docstring)."""
 
-    def __init__(self, client: Redis, keys: Keys, *, window_s: float, pending_s: float,
+    def __init__(self, client: AsyncClient, keys: Keys, *, window_s: float, pending_s: float,
                  send: Callable[[tuple[Any, ...]], Awaitable[Any]]) -> None:
         self.client = client
         self._send = send

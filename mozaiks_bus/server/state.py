@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
 from mozaiks_bus.bus import Bus
+from mozaiks_bus.connection import AsyncClient
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.server.auth import Authenticator
 from mozaiks_bus.server.dedupe import DedupeClaims
@@ -30,12 +30,12 @@ class ServerState:
     sinks_ready: bool = field(default=True)  # the configured sinks' start positions are set
 
     @property
-    def redis(self) -> Redis:
+    def redis(self) -> AsyncClient:
         """The Redis command client of the bus's durable scope (dedupe, readiness)."""
         return redis_client(self.bus)
 
 
-def redis_client(bus: Bus) -> Redis:
+def redis_client(bus: Bus) -> AsyncClient:
     """The command client the transport offers for durable streams; the API needs one."""
     streams = bus.transport.streams
     if streams is None:

@@ -3,7 +3,8 @@
 ``create_transport(url, settings=..., stats=...)`` picks the implementation
 (broadcaster's ``_create_backend``): no URL means :class:`LocalTransport`; ``redis://``,
 ``rediss://``, ``unix://``, ``redis+sentinel://`` and ``memory://`` (fakeredis) mean the
-Redis transport, imported only then. A :class:`Transport` instance may be injected into
+Redis transport, ``redis+cluster://`` and ``rediss+cluster://`` the cluster transport
+built on it, each imported only then. A :class:`Transport` instance may be injected into
 ``Bus(transport=...)`` instead (tests, custom brokers). The seam is
 :mod:`mozaiks_bus.transports.base`.
 """
@@ -24,7 +25,10 @@ def create_transport(url: str | None, *, settings: BusSettings, stats: BusStats)
     URL no transport takes."""
     if not url:
         return LocalTransport(history_max_len=settings.ui_history_max_len)
-    parse_broker_url(url)
+    if parse_broker_url(url).cluster:
+        from mozaiks_bus.transports.cluster import ClusterTransport  # noqa: PLC0415
+
+        return ClusterTransport(url, settings=settings, stats=stats)
     from mozaiks_bus.transports.redis import RedisTransport  # noqa: PLC0415  # lazy by scheme
 
     return RedisTransport(url, settings=settings, stats=stats)

@@ -2,8 +2,9 @@
 
 Every test in ``tests/contract/`` takes ``backend`` and runs once per transport (in the
 manner of watermill's ``pubsub/tests`` with its ``Features``): ``local`` (no broker),
-``memory`` (``memory://``, fakeredis in this process) and ``redis`` (a real private
-``redis-server``). A test that needs a capability skips where it is missing, saying
+``memory`` (``memory://``, fakeredis in this process), ``redis`` (a real private
+``redis-server``) and ``cluster`` (``redis+cluster://``, a 3+3 Redis Cluster on
+loopback). A test that needs a capability skips where it is missing, saying
 which. Fault tests that kill processes stay in ``tests/integration/``.
 """
 
@@ -31,6 +32,7 @@ CAPABILITIES = {
     "local": Capabilities(remote=False, durable=False),
     "memory": Capabilities(remote=True, durable=True),
     "redis": Capabilities(remote=True, durable=True),
+    "cluster": Capabilities(remote=True, durable=True),
 }
 
 
@@ -63,6 +65,8 @@ def backend(request: pytest.FixtureRequest, key_prefix: str, isolated_env: pytes
         url = None
     elif name == "memory":
         url = request.getfixturevalue("memory_url")
+    elif name == "cluster":
+        url = request.getfixturevalue("cluster_url")
     else:
         url = request.getfixturevalue("redis_url")
     return Backend(name, CAPABILITIES[name], url, key_prefix)

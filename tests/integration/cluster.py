@@ -64,6 +64,12 @@ class LoopbackCluster:
         """``redis://127.0.0.1:<port>`` of the first primary."""
         return self.nodes[0].url
 
+    @property
+    def cluster_url(self) -> str:
+        """``redis+cluster://`` with every primary as a seed."""
+        seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[:self.primaries])
+        return f"redis+cluster://{seeds}"
+
     def start(self) -> LoopbackCluster:
         """Start the nodes and form the cluster; returns once every node says ``ok``."""
         try:

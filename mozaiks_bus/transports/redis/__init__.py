@@ -28,13 +28,11 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-
 from mozaiks_bus.availability import Availability
-from mozaiks_bus.connection import create_async_client, redact_url, text
+from mozaiks_bus.connection import AsyncClient, create_async_client, redact_url, text
 from mozaiks_bus.errors import BrokerUnavailable, InvalidEvent
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import KeyMark
@@ -67,21 +65,30 @@ class RedisTransport:
         self.keys = settings.keys
         self.origin = uuid.uuid4().hex
         self._origin_prefix = f"{self.origin}|".encode()
-        self._client: Redis | None = None
+        self._client: AsyncClient | None = None
         self._deliver: RemoteDeliver | None = None
         self._lock = threading.Lock()
         self._subscribed: dict[str, int] = {}  # copy-on-write: read on the loop
         self.availability = Availability(url)
         self.listener = PubSubListener(
             url, settings, on_message=self._on_message, on_reconnect=self._on_reconnect,
-            availability=self.availability,
+            availability=self.availability, node_url=self._listen_url(),
         )
         self.sender = Sender(url, settings=settings, stats=stats, keys=self.keys,
                              origin=self.origin, availability=self.availability)
         self.ui = RedisUi(keys=self.keys, origin=self.origin, url=url,
                           send_frame=self.sender.send_frame, listener=self.listener,
-                          client=lambda: self.client)
+                          client=lambda: self.client, subscribers=self._subscribers())
         self.streams = RedisStreamClients(url, settings)
+
+    def _listen_url(self) -> Callable[[bool], str] | None:
+        """Where the listener connects (None: ``url``; a cluster picks a node)."""
+        return None
+
+    def _subscribers(self) -> Callable[[str], Awaitable[int]] | None:
+        """How to count a channel's subscribers when PUBLISH counts only its node's
+        (None: PUBLISH's count is the whole count, as on one Redis)."""
+        return None
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -89,10 +96,11 @@ class RedisTransport:
         """Create the client and the sender/listener tasks (connects lazily; never fails
         because Redis is down: the tasks retry with backoff)."""
         self._deliver = deliver
-        self._client = create_async_client(
+        client = create_async_client(
             self.url, client_name=f"mozaiks-bus:{self.settings.service}:send", retries=0,
         )
-        self.sender.start(self._client)
+        self._client = client
+        self.sender.start(client)
         self.listener.start()
 
     async def stop(self) -> None:
@@ -105,7 +113,7 @@ class RedisTransport:
             self._client = None
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> AsyncClient:
         """The command client (use on the bus loop, after start)."""
         if self._client is None:
             raise BrokerUnavailable("the Redis transport is not started")

@@ -7,9 +7,7 @@ names that show in ``CLIENT LIST``; the blocking client's socket timeout outlast
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
-from mozaiks_bus.connection import create_async_client
+from mozaiks_bus.connection import AsyncClient, create_async_any_client
 from mozaiks_bus.settings import BusSettings
 
 __all__ = ["RedisStreamClients"]
@@ -21,21 +19,21 @@ class RedisStreamClients:
     def __init__(self, url: str, settings: BusSettings) -> None:
         self.url = url
         self._settings = settings
-        self._command: Redis | None = None
-        self._blocking: Redis | None = None
+        self._command: AsyncClient | None = None
+        self._blocking: AsyncClient | None = None
 
-    def command_client(self) -> Redis:
+    def command_client(self) -> AsyncClient:
         """The client for ordinary commands (created on first use)."""
         if self._command is None:
-            self._command = create_async_client(
+            self._command = create_async_any_client(
                 self.url, client_name=f"mozaiks-bus:{self._settings.service}:streams")
         return self._command
 
-    def blocking_client(self) -> Redis:
+    def blocking_client(self) -> AsyncClient:
         """The client for ``XREADGROUP ... BLOCK`` (created on first use)."""
         if self._blocking is None:
             block_s = self._settings.consumer_block_ms / 1000
-            self._blocking = create_async_client(
+            self._blocking = create_async_any_client(
                 self.url, socket_timeout=block_s + 10,
                 client_name=f"mozaiks-bus:{self._settings.service}:read")
         return self._blocking

@@ -44,8 +44,14 @@ class PubSubListener:
     def __init__(
         self, url: str, settings: BusSettings, *, on_message: MessageCallback,
         on_reconnect: Callable[[float], None], availability: Availability | None = None,
+        node_url: Callable[[bool], str] | None = None,
     ) -> None:
+        """``node_url`` (a cluster): the plain URL of the node to listen on, asked before
+        every connect; its argument says the last link failed (so move to another node:
+        classic pub/sub reaches every node of a cluster)."""
         self.url = url
+        self._node_url = node_url
+        self._failed = False
         self._availability = availability or Availability(url)
         self.settings = settings
         self._on_message = on_message
@@ -158,6 +164,7 @@ class PubSubListener:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001  # any failure: reconnect, bounded
+                self._failed = True
                 if self._down_since is None:
                     self._down_since = time.monotonic()
                 self.status = "reconnecting"
@@ -171,8 +178,10 @@ class PubSubListener:
         # RESP2: under redis-py 8.1's RESP3 default every pub/sub message goes through
         # the push-notification handlers, which format the whole reply into a log text
         # even with DEBUG off (shared/research/perf-levers.md §2)
+        url = self.url if self._node_url is None else self._node_url(self._failed)
+        self._failed = False
         client = create_async_client(
-            self.url, client_name=f"mozaiks-bus:{self.settings.service}:listen",
+            url, client_name=f"mozaiks-bus:{self.settings.service}:listen",
             socket_timeout=None, socket_connect_timeout=interval, retries=0, protocol=2,
         )
         pubsub = client.pubsub(ignore_subscribe_messages=False)

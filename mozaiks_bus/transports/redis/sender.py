@@ -22,10 +22,9 @@ import asyncio
 import logging
 import threading
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import fakeredis
-import hiredis
 from redis.asyncio import Redis
 
 from mozaiks_bus._loop import call_on_loop
@@ -38,13 +37,18 @@ from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.stats import BusStats
 from mozaiks_bus.transports.redis.commands import (
     CommandBuilder,
+    HeldConnection,
     Outgoing,
-    execute_pipelined,
-    read_replies,
+    PartialBatch,
 )
 from mozaiks_bus.transports.redis.deadlines import SharedDeadline
 
-__all__ = ["MAX_BATCH", "Sender"]
+__all__ = ["MAX_BATCH", "Executor", "Sender"]
+
+Executor = Callable[[list[tuple[Any, ...]]], Awaitable[list[Any]]]
+"""Runs a batch's commands (``MULTI``...``EXEC`` blocks included) and returns one reply
+per command, raising the first error: what a transport other than one Redis (a
+cluster) plugs into the sender."""
 
 logger = logging.getLogger("mozaiks_bus.redis")
 MAX_BATCH = 512
@@ -67,12 +71,12 @@ class Sender:
         self._lock = threading.Lock()
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: Redis | None = None
-        self._connection: Any = None
+        self._held: HeldConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._idle = True
         self._flush_waiters: list[asyncio.Future[None]] = []
         self._deadline = SharedDeadline(settings.publish_timeout_s)
+        self._executor: Executor | None = None
 
     @property
     def buffered(self) -> int:
@@ -81,9 +85,14 @@ class Sender:
 
     # -- life cycle ---------------------------------------------------------------------
 
-    def start(self, client: Redis) -> None:
-        """Start the sending task on the running loop, writing through ``client``."""
-        self._client = client
+    def start(self, client: Redis | None, executor: Executor | None = None) -> None:
+        """Start the sending task on the running loop, writing through ``client`` (one
+        held connection), or through ``executor`` when given."""
+        if executor is None:
+            assert client is not None
+            self._held = HeldConnection(client)
+            executor = self._held.execute
+        self._executor = executor
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="mozaiks-bus-sender")
@@ -108,9 +117,8 @@ class Sender:
         for item in pending:
             if item.future is not None and not item.future.done():
                 item.future.set_exception(RuntimeError("the transport stopped"))
-        if self._connection is not None and self._client is not None:
-            await self._client.connection_pool.release(self._connection)
-        self._connection = None
+        if self._held is not None:
+            await self._held.release()
 
     # -- queueing -----------------------------------------------------------------------
 
@@ -229,50 +237,46 @@ class Sender:
             return None
         try:
             replies = await self._execute(commands)
+        except PartialBatch as partial:
+            return self._settle_partial(kept, firsts, partial, len(commands))
         except REDIS_ERRORS as exc:
-            self.commands.forget_index()  # Redis may have lost it (restart without AOF)
-            error = translate_redis_error(exc, action="publish", url=self.url)
-            lost = self._requeue_durable(kept)
-            logger.warning("Redis did not take %d events (%d fan-out-only dropped): %s",
-                           len(kept), lost, error)
-            for item in kept:
-                if item.future is not None and not item.future.done():
-                    item.future.set_exception(error)
-            return error
-        self.stats.incr("sent_remote", len(kept))
-        for item, first in zip(kept, firsts, strict=True):
-            if item.future is not None and not item.future.done():
-                item.future.set_result(replies[first] if first < len(replies) else None)
+            return self._fail(kept, translate_redis_error(exc, action="publish", url=self.url))
+        self._succeed(kept, firsts, replies)
         return None
 
-    async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Send ``commands`` in one write and read every reply (raises on any error).
+    def _succeed(self, items: list[Outgoing], firsts: list[int], replies: list[Any]) -> None:
+        self.stats.incr("sent_remote", len(items))
+        for item, first in zip(items, firsts, strict=True):
+            if item.future is not None and not item.future.done():
+                item.future.set_result(replies[first] if first < len(replies) else None)
 
-        On a real Redis the commands are packed by hiredis (C) and written on one held
-        connection: redis-py's pipeline packs in Python, which was half the sender's
-        cost. memory:// (fakeredis) takes the ordinary pipeline."""
-        assert self._client is not None
-        if isinstance(self._client, fakeredis.FakeAsyncRedis):
-            return await execute_pipelined(self._client, commands)
-        connection = self._connection
-        if connection is None:  # held by the sender for its life; reconnects by itself
-            pool = self._client.connection_pool
-            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-            self._connection = connection
-        try:
-            if not connection.is_connected:
-                # connect() (not send_packed_command's own reconnect) is what asks a
-                # Sentinel for the current primary after a failover.
-                await connection.connect()
-            await connection.send_packed_command(
-                b"".join(hiredis.pack_command(command) for command in commands),
-                check_health=False,
-            )
-            replies = await read_replies(connection, len(commands))
-        except BaseException:
-            await connection.disconnect()  # the reply stream is out of step now
-            raise
-        return replies
+    def _fail(self, items: list[Outgoing], error: Exception) -> Exception:
+        """Redis did not take ``items``: fail the confirmed, re-queue emitted durable
+        ones, drop (and count) emitted fan-out-only ones."""
+        self.commands.forget_index()  # Redis may have lost it (restart without AOF)
+        lost = self._requeue_durable(items)
+        logger.warning("Redis did not take %d events (%d fan-out-only dropped): %s",
+                       len(items), lost, error)
+        for item in items:
+            if item.future is not None and not item.future.done():
+                item.future.set_exception(error)
+        return error
+
+    def _settle_partial(self, items: list[Outgoing], firsts: list[int], partial: PartialBatch,
+                        total: int) -> Exception:
+        """Some items' commands failed (a cluster node lost): those fail as a whole
+        batch would; the others succeeded."""
+        done, failed, error = partial.split(items, firsts, total)
+        self._succeed([item for item, _ in done], [first for _, first in done], partial.replies)
+        if not failed:
+            return partial
+        return self._fail(failed, translate_redis_error(error, action="publish", url=self.url)
+                          if isinstance(error, REDIS_ERRORS) else partial)
+
+    async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` through the executor; one reply each (raises on errors)."""
+        assert self._executor is not None
+        return await self._executor(commands)
 
     def _reject(self, item: Outgoing, exc: Exception) -> None:
         """An item that cannot even be turned into commands: fail it, never retry it."""

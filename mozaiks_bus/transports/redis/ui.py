@@ -16,9 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.asyncio import Redis
-
-from mozaiks_bus.connection import text
+from mozaiks_bus.connection import AsyncClient, text
 from mozaiks_bus.errors import BrokerUnavailable
 from mozaiks_bus.keys import UI_FRAME_FIELD, Keys
 from mozaiks_bus.redis_errors import redis_errors
@@ -52,13 +50,15 @@ class RedisUi:
 
     def __init__(self, *, keys: Keys, origin: str, url: str,
                  send_frame: Callable[[str, str], Awaitable[Any]],
-                 listener: PubSubListener, client: Callable[[], Redis]) -> None:
+                 listener: PubSubListener, client: Callable[[], AsyncClient],
+                 subscribers: Callable[[str], Awaitable[int]] | None = None) -> None:
         self.keys = keys
         self.origin = origin
         self._url = url
         self._send_frame = send_frame
         self._listener = listener
         self._client = client
+        self._subscribers = subscribers
         self._handlers: dict[str, Callable[[bytes], None]] = {}
 
     async def append(self, chat_id: str, frame: str) -> str:
@@ -107,7 +107,10 @@ class RedisUi:
             owner = text(owner)
             if owner == self.origin:
                 return "here"
-            receivers = await self._client().publish(self.keys.control_channel(owner), message)
+            channel = self.keys.control_channel(owner)
+            receivers = await self._client().publish(channel, message)
+            if not receivers and self._subscribers is not None:
+                receivers = await self._subscribers(channel)
         return "sent" if int(receivers) > 0 else "unclaimed"
 
     def on_message(self, channel: bytes, data: bytes) -> None:

@@ -1,0 +1,363 @@
+"""The cluster sender's executor: one batch of commands, routed over the primaries.
+
+The batching sender hands over a flat list of commands (``MULTI``...``EXEC`` blocks
+included) and wants one reply per command back. :class:`ClusterRouter`:
+
+* **Routes by slot.** A command goes to the primary of its first key's slot; a block to
+  the primary of the one slot all its keys share. Keyless commands (classic ``PUBLISH``,
+  relayed to every node by the cluster) all go to one *publish node*, so one sender's
+  fan-out events reach every subscriber in the order sent. A ``SADD`` of the stream
+  index found inside a block runs just before the block, outside it: it is bookkeeping
+  for discovery, in a slot of its own. A block whose keys span slots gets an error
+  reply (:class:`CrossSlot`); the cluster transport never builds one.
+* **Sends each node's share in one write on one connection**, every node at once, in
+  the batch's order per node: a stream's entries (one slot, one node) keep their order.
+  Commands are packed by hiredis as on one Redis.
+* **Follows the cluster.** A command the node did not run (``MOVED``, ``ASK``,
+  ``TRYAGAIN``, ``CLUSTERDOWN``) or a node that could not be reached before anything
+  was written is sent again, after a topology refresh and a bounded backoff, until
+  ``retry_window_s`` has passed since the batch began: long enough to outlast a
+  failover (``cluster-node-timeout`` plus the election) with the defaults. ``ASK`` is
+  followed with ``ASKING`` on the same connection.
+* **Never guesses.** A link lost after the write (the node may have run the commands)
+  is not retried here: those commands get the error as their reply and the batch ends
+  with :class:`PartialBatch`, so the sender fails (or re-queues) exactly the items that
+  had a command there, as it does on one Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import hiredis
+from redis import exceptions as rexc
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
+
+from mozaiks_bus.errors import TransportError
+from mozaiks_bus.transports.redis.commands import PartialBatch
+
+__all__ = ["ClusterRouter", "CrossSlot", "Unsent", "command_slot"]
+
+logger = logging.getLogger("mozaiks_bus.cluster")
+_KEYLESS = frozenset({b"PUBLISH", b"PING"})
+_RETRY_BASE_S = 0.05
+_RETRY_CAP_S = 0.5
+
+
+class CrossSlot(TransportError, rexc.ResponseError):
+    """A block (or a script) whose keys are in several cluster slots: never sent."""
+
+
+def _name(command: tuple[Any, ...]) -> bytes:
+    head = command[0]
+    return (head if isinstance(head, bytes) else str(head).encode()).upper()
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def command_slot(command: tuple[Any, ...]) -> int | None:
+    """The slot of a command the bus sends (None: keyless, any node serves it)."""
+    name = _name(command)
+    if name in _KEYLESS or len(command) < 2:
+        return None
+    if name in (b"EVAL", b"EVALSHA"):
+        count = int(command[2])
+        if count == 0:
+            return None
+        slots = {key_slot(_as_bytes(key)) for key in command[3:3 + count]}
+        if len(slots) > 1:
+            raise CrossSlot("CROSSSLOT a script's keys are in several cluster slots")
+        return slots.pop()
+    return key_slot(_as_bytes(command[1]))
+
+
+@dataclass(slots=True)
+class _Unit:
+    """One command, or one block, with where its replies go."""
+
+    commands: list[tuple[Any, ...]]
+    positions: list[int]  # reply index of each command in the batch
+    slot: int | None
+    block: bool = False
+    ask: tuple[str, int] | None = None  # send with ASKING to this node next
+    replies: list[Any] = field(default_factory=list)
+
+
+class Unsent(TransportError):
+    """The node's share was not written at all: safe to send again."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class ClusterRouter:
+    """Runs the sender's batches on a ``RedisCluster`` (see the module docstring)."""
+
+    def __init__(self, cluster: RedisCluster, *, index_key: str, retry_window_s: float,
+                 read_timeout_s: float = 5.0) -> None:
+        self.cluster = cluster
+        self._index_key = index_key.encode()
+        self.retry_window_s = retry_window_s
+        self._read_timeout_s = read_timeout_s
+        self._publish_node: str | None = None
+        self._initialized = False
+        self.redirects = 0  # MOVED/ASK/TRYAGAIN/CLUSTERDOWN followed (for tests, health)
+
+    async def execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """One reply per command; raises the first error reply, or :class:`PartialBatch`
+        when some commands got errors (their replies are the exceptions)."""
+        started = time.monotonic()
+        replies: list[Any] = [None] * len(commands)
+        pending = self._units(commands, replies)
+        attempt = 0
+        while True:
+            if not self._initialized:
+                await self._refresh(started)
+            retry, refresh = await self._send_round(pending)
+            again = {id(unit) for unit in retry}
+            for unit in pending:
+                if id(unit) not in again:
+                    self._place(unit, replies, unit.replies)
+            if not retry:
+                break
+            waited = time.monotonic() - started
+            if waited >= self.retry_window_s:
+                for unit in retry:
+                    self._place(unit, replies, [_gave_up(waited)] * len(unit.positions))
+                break
+            attempt += 1
+            delay = min(_RETRY_CAP_S, _RETRY_BASE_S * 2 ** attempt) * (0.5 + random.random())  # noqa: S311
+            await asyncio.sleep(min(delay, max(0.0, self.retry_window_s - waited)))
+            if refresh:
+                await self._refresh(started)
+            pending = retry
+        errors = [reply for reply in replies if isinstance(reply, BaseException)]
+        if not errors:
+            return replies
+        if len(errors) == len(replies):
+            raise errors[0]
+        raise PartialBatch(replies)
+
+    # -- planning -----------------------------------------------------------------------
+
+    def _units(self, commands: list[tuple[Any, ...]], replies: list[Any]) -> list[_Unit]:
+        units: list[_Unit] = []
+        index = 0
+        while index < len(commands):
+            command = commands[index]
+            if _name(command) != b"MULTI":
+                units.append(self._single(command, index, replies))
+                index += 1
+                continue
+            end = next(i for i in range(index, len(commands)) if _name(commands[i]) == b"EXEC")
+            inner: list[tuple[tuple[Any, ...], int]] = []
+            for position in range(index + 1, end):
+                member = commands[position]
+                if _name(member) == b"SADD" and _as_bytes(member[1]) == self._index_key:
+                    units.append(self._single(member, position, replies))
+                    replies[position] = b"QUEUED"
+                    continue
+                inner.append((member, position))
+            units.append(self._block(commands[index], commands[end], index, end, inner))
+            index = end + 1
+        return units
+
+    @staticmethod
+    def _single(command: tuple[Any, ...], position: int, replies: list[Any]) -> _Unit:
+        try:
+            slot = command_slot(command)
+        except CrossSlot as exc:
+            replies[position] = exc
+            return _Unit([], [], None)
+        return _Unit([command], [position], slot)
+
+    @staticmethod
+    def _block(multi: tuple[Any, ...], exec_: tuple[Any, ...], start: int, end: int,
+               inner: list[tuple[tuple[Any, ...], int]]) -> _Unit:
+        slots: set[int] = set()
+        crossed: CrossSlot | None = None
+        for member, _ in inner:
+            try:
+                slot = command_slot(member)
+            except CrossSlot as exc:
+                crossed = exc
+                continue
+            if slot is not None:
+                slots.add(slot)
+        if len(slots) > 1:
+            crossed = CrossSlot("CROSSSLOT a transaction's keys are in several cluster slots")
+        unit = _Unit([multi, *(m for m, _ in inner), exec_],
+                     [start, *(p for _, p in inner), end], next(iter(slots), None), block=True)
+        if crossed is not None:
+            unit.commands = []
+            unit.replies = [crossed] * len(unit.positions)
+        return unit
+
+    # -- sending ------------------------------------------------------------------------
+
+    async def _send_round(self, units: list[_Unit]) -> tuple[list[_Unit], bool]:
+        """Send every unit once; returns the units to send again, and whether the
+        topology should be refreshed first."""
+        by_node: dict[str, tuple[ClusterNode, list[_Unit]]] = {}
+        retry: list[_Unit] = []
+        refresh = False
+        for unit in units:
+            if not unit.commands:
+                continue
+            try:
+                node = self._node_for(unit)
+            except rexc.RedisError as exc:  # slot not covered right now
+                unit.replies = [exc] * len(unit.positions)
+                retry.append(unit)
+                refresh = True
+                continue
+            by_node.setdefault(node.name, (node, []))[1].append(unit)
+        outcomes = await asyncio.gather(
+            *(self._send_node(node, share) for node, share in by_node.values()),
+            return_exceptions=True,
+        )
+        for (node, share), outcome in zip(by_node.values(), outcomes, strict=True):
+            refresh = self._absorb(node, share, outcome, retry) or refresh
+        return retry, refresh
+
+    def _absorb(self, node: ClusterNode, share: list[_Unit], outcome: BaseException | None,
+                retry: list[_Unit]) -> bool:
+        """Take one node's outcome; appends what to send again to ``retry`` and returns
+        whether the topology should be refreshed first."""
+        if isinstance(outcome, asyncio.CancelledError):
+            raise outcome
+        if outcome is not None:
+            if node.name == self._publish_node:
+                self._publish_node = None
+            cause = outcome.cause if isinstance(outcome, Unsent) else outcome
+            for unit in share:
+                unit.replies = [cause] * len(unit.positions)
+            if isinstance(outcome, Unsent):
+                logger.warning("cluster node %s unreachable (%s): retrying after a topology "
+                               "refresh", node.name, cause)
+                retry.extend(share)
+                return True
+            self._initialized = False  # lost after the write (ambiguous): not retried
+            return False
+        refresh = False
+        for unit in share:
+            again = self._redirected(unit)
+            if again is not None:
+                retry.append(unit)
+                refresh = refresh or again
+        return refresh
+
+    def _node_for(self, unit: _Unit) -> ClusterNode:
+        manager = self.cluster.nodes_manager
+        if unit.ask is not None:
+            host, port = unit.ask
+            node = manager.get_node(host=host, port=port)
+            if node is not None:
+                return node
+        if unit.slot is not None:
+            return manager.get_node_from_slot(unit.slot)
+        if self._publish_node is not None:
+            node = manager.get_node(node_name=self._publish_node)
+            if node is not None and node.server_type == "primary":
+                return node
+        primaries = sorted(manager.get_nodes_by_server_type("primary"), key=lambda n: n.name)
+        if not primaries:
+            raise rexc.ClusterDownError("CLUSTERDOWN no primary known")
+        chosen = primaries[0]
+        self._publish_node = chosen.name
+        return chosen
+
+    async def _send_node(self, node: ClusterNode, units: list[_Unit]) -> None:
+        """Write ``units`` on one connection of ``node`` and read every reply into
+        ``unit.replies``; raises :class:`Unsent` if nothing could be written."""
+        try:
+            connection = node.acquire_connection()
+        except rexc.RedisError as exc:
+            raise Unsent(exc) from exc
+        try:
+            try:
+                if not connection.is_connected:
+                    await connection.connect()  # type: ignore[no-untyped-call]
+            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+                raise Unsent(exc) from exc
+            packed: list[bytes] = []
+            counts: list[int] = []
+            for unit in units:
+                if unit.ask is not None:
+                    packed.append(hiredis.pack_command(("ASKING",)))
+                packed.extend(hiredis.pack_command(command) for command in unit.commands)
+                counts.append(len(unit.commands) + (unit.ask is not None))
+            await connection.send_packed_command(b"".join(packed), check_health=False)
+            async with asyncio.timeout(self._read_timeout_s):
+                for unit, count in zip(units, counts, strict=True):
+                    got = [await _read_one(connection) for _ in range(count)]
+                    unit.replies = got[1:] if unit.ask is not None else got
+                    unit.ask = None
+        except Unsent:
+            raise
+        except BaseException:
+            await connection.disconnect()  # the reply stream is out of step now
+            raise
+        finally:
+            node.release(connection)
+
+    def _redirected(self, unit: _Unit) -> bool | None:
+        """None: the unit is done (its replies stand). Else it is sent again; True
+        when the topology should be refreshed first."""
+        redirect: BaseException | None = None
+        for reply in unit.replies:
+            if isinstance(reply, rexc.AskError | rexc.TryAgainError | rexc.ClusterDownError):
+                redirect = reply
+                break
+        if redirect is None:
+            return None
+        self.redirects += 1
+        if isinstance(redirect, rexc.MovedError):
+            return True
+        if isinstance(redirect, rexc.AskError):
+            unit.ask = (redirect.host, redirect.port)
+            return False
+        return isinstance(redirect, rexc.ClusterDownError)
+
+    async def _refresh(self, started: float) -> None:
+        """Ask the cluster for its slots again (bounded by the retry window)."""
+        left = max(0.1, self.retry_window_s - (time.monotonic() - started))
+        try:
+            async with asyncio.timeout(left):
+                await self.cluster.nodes_manager.initialize()
+            self._initialized = True
+        except (rexc.RedisError, OSError, TimeoutError) as exc:
+            logger.warning("cluster topology refresh failed: %s", exc)
+
+    @staticmethod
+    def _place(unit: _Unit, replies: list[Any], got: list[Any]) -> None:
+        for position, reply in zip(unit.positions, got, strict=False):
+            replies[position] = reply
+        if unit.block and got:
+            exec_reply = got[-1]
+            if isinstance(exec_reply, rexc.ExecAbortError):
+                first = next((r for r in got if isinstance(r, rexc.ResponseError)
+                              and not isinstance(r, rexc.ExecAbortError)), exec_reply)
+                replies[unit.positions[-1]] = first
+
+
+async def _read_one(connection: Any) -> Any:
+    try:
+        return await connection.read_response(timeout=math.inf)
+    except rexc.ResponseError as exc:  # parsed whole: the stream stays in step
+        return exc
+
+
+def _gave_up(waited: float) -> BaseException:
+    return rexc.ClusterDownError(f"CLUSTERDOWN the cluster did not take the command within "
+                                 f"{waited:.1f}s")
