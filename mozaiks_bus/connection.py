@@ -112,6 +112,22 @@ class _SentinelRedis(redis.Redis):
             node.close()
 
 
+class _AsyncCluster(aioredis.RedisCluster):
+    """redis-py's asyncio cluster client, read the topology before its first command.
+
+    redis-py 8.2 resolves a command's slot before it first initializes, and a command
+    whose keys it must ask the server about (GETDEL, XREADGROUP...) then fails with an
+    AttributeError on a client that has sent nothing yet."""
+
+    _ready = False
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._ready:
+            await self.initialize()
+            self._ready = True
+        return await super().execute_command(*args, **kwargs)
+
+
 class ClientOptions(TypedDict, total=False):
     """Keyword options of the client factories; defaults as in ``_create`` below.
 
@@ -181,7 +197,7 @@ def _create_cluster(broker: BrokerUrl, *, sync: bool, opts: dict[str, Any]) -> A
     first, *_ = cluster_node_urls(broker)
     node_class: Any = ClusterNode if sync else AsyncClusterNode
     seeds = [node_class(host, port) for host, port in broker.nodes]
-    cluster_class: Any = redis.RedisCluster if sync else aioredis.RedisCluster
+    cluster_class: Any = redis.RedisCluster if sync else _AsyncCluster
     return cluster_class.from_url(first, startup_nodes=seeds, **opts)
 
 
@@ -207,7 +223,9 @@ def create_async_any_client(url: str, **options: Unpack[ClientOptions]) -> Async
 
 
 def create_sync_any_client(url: str, **options: Unpack[ClientOptions]) -> SyncClient:
-    """:func:`create_sync_client`, or a ``RedisCluster`` for a cluster URL."""
+    """:func:`create_sync_client`, or a ``RedisCluster`` for a cluster URL (which, unlike
+    every other client, connects at once: redis-py's sync cluster client reads the
+    topology in its constructor, raising a ``RedisError`` if no seed answers)."""
     client: SyncClient = _create(url, sync=True, **options)
     return client
 

@@ -18,14 +18,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from redis import exceptions as rexc
-
 from mozaiks_bus.connection import AsyncClient
 from mozaiks_bus.durable.streams import dead_letter_fields, decode_entry
 from mozaiks_bus.errors import InvalidEvent
 from mozaiks_bus.keys import ENTRY_EVENT, Keys
 from mozaiks_bus.redis_errors import REDIS_ERRORS
 from mozaiks_bus.stats import BusStats
+from mozaiks_bus.transactions import Command, commit_unless, multi_exec
 
 __all__ = ["Entry", "HeldEntries", "Settler"]
 
@@ -102,49 +101,40 @@ class Settler:
     async def ack(self, entry: Entry, event_id: str, commands: list[tuple[Any, Any]], *,
                   guard: bool) -> None:
         """Commit ``commands`` (a handler's ``delivery.tx``) with the ack, atomically."""
+        effects = [args for args, _ in commands]
         if guard:
-            await self._ack_guarded(entry, event_id, commands)
+            await self._ack_guarded(entry, event_id, effects)
         else:
-            pipe = self._client.pipeline(transaction=True)
-            for args, options in commands:
-                pipe.execute_command(*args, **options)
-            pipe.xack(entry.key, self._group, entry.sid)
-            await pipe.execute()
+            await multi_exec(self._client, [*effects, ("XACK", entry.key, self._group,
+                                                      entry.sid)])
         self._stats.incr("acked")
 
-    async def _ack_guarded(
-        self, entry: Entry, event_id: str, commands: list[tuple[Any, Any]]
-    ) -> None:
+    async def _ack_guarded(self, entry: Entry, event_id: str, effects: list[Command]) -> None:
         """Commit effects + processed mark + ack, unless the id was committed meanwhile
         (a second copy of the same id handled concurrently): WATCH makes that check and
         the commit one atomic step."""
         processed = self._keys.processed_ids(self._group, entry.type_name)
-        async with self._client.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(processed)
-                    if await pipe.zscore(processed, event_id) is not None:
-                        await pipe.unwatch()  # type: ignore[no-untyped-call]
-                        await self._client.xack(entry.key, self._group, entry.sid)
-                        self._stats.incr("duplicates")
-                        return
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    for args, options in commands:
-                        pipe.execute_command(*args, **options)
-                    pipe.zadd(processed, {event_id: time.time()})
-                    pipe.xack(entry.key, self._group, entry.sid)
-                    await pipe.execute()
-                    return
-                except rexc.WatchError:
-                    continue
+        ack = ("XACK", entry.key, self._group, entry.sid)
+
+        def commit(score: Any) -> list[Command] | None:
+            if score is not None:
+                return None
+            return [*effects, ("ZADD", processed, time.time(), event_id), ack]
+
+        if await commit_unless(self._client, processed, ("ZSCORE", processed, event_id),
+                               commit) is None:
+            await self._client.xack(entry.key, self._group, entry.sid)
+            self._stats.incr("duplicates")
 
     async def dead_letter(self, entry: Entry, error: str, deliveries: int) -> None:
         """Move ``entry`` to its type's dead-letter stream and ack it, in one MULTI."""
-        pipe = self._client.pipeline(transaction=True)
-        pipe.xadd(self._keys.dead_letter_stream(entry.type_name), dead_letter_fields(
+        fields = dead_letter_fields(
             (entry.fields or {}).get(ENTRY_EVENT, b""), error=error, group=self._group,
             deliveries=deliveries, source_id=entry.sid, consumer=self._consumer,
-        ))
-        pipe.xack(entry.key, self._group, entry.sid)
-        await pipe.execute()
+        )
+        await multi_exec(self._client, [
+            ("XADD", self._keys.dead_letter_stream(entry.type_name), "*",
+             *(part for pair in fields.items() for part in pair)),
+            ("XACK", entry.key, self._group, entry.sid),
+        ])
         self._stats.incr("dead_lettered")

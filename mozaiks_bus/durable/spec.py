@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import ClusterPipeline
 
 from mozaiks_bus.connection import AsyncClient
 from mozaiks_bus.errors import InvalidEvent
@@ -114,22 +114,24 @@ class Delivery:
     consumer: str
     deliveries: int
     _client: AsyncClient
-    _tx: Pipeline | ClusterPipeline | None = None
+    _tx: Pipeline | None = None
 
     @property
-    def tx(self) -> Pipeline | ClusterPipeline:
+    def tx(self) -> Pipeline:
         """A MULTI pipeline executed atomically with the ack (keys must share the type's
-        hash tag ``{<type>}`` on Redis Cluster)."""
+        hash tag ``{<type>}`` on Redis Cluster). Queue commands on it; never execute
+        it: the consumer does, with the ack."""
         if self._tx is None:
-            self._tx = self._client.pipeline(transaction=True)
+            client = _RECORDER if isinstance(self._client, RedisCluster) else self._client
+            self._tx = client.pipeline(transaction=True)
         return self._tx
 
     def queued(self) -> list[tuple[Any, Any]]:
         """What the handler queued on :attr:`tx`, as ``(args, options)`` per command."""
-        if self._tx is None:
-            return []
-        if isinstance(self._tx, Pipeline):
-            return list(self._tx.command_stack)
-        # redis-py keeps a cluster pipeline's queue in its (private) strategy object
-        queue: list[Any] = self._tx._execution_strategy._command_queue  # type: ignore[attr-defined]
-        return [(command.args, command.kwargs) for command in queue]
+        return [] if self._tx is None else list(self._tx.command_stack)
+
+
+# On a cluster, tx only records (the consumer commits by hand, in one slot:
+# mozaiks_bus.transactions); a cluster pipeline would run each queued command in a
+# thread. This client never connects: nothing is executed through it.
+_RECORDER = Redis()

@@ -25,6 +25,7 @@ from mozaiks_bus.errors import InvalidEvent, MozaiksBusError
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import ENTRY_EVENT, ENTRY_GROUP, Keys
 from mozaiks_bus.redis_errors import is_busygroup, redis_errors
+from mozaiks_bus.transactions import multi_exec
 
 __all__ = [
     "SCAN_PAGE",
@@ -286,11 +287,11 @@ class StreamInspector:
             raise MozaiksBusError(f"no dead letter {entry_id} for {type_name}")
         event_json = Event.from_dict(letter.event).to_json()
         async with redis_errors("replay dead letter"):
-            pipe = self.client.pipeline(transaction=True)
-            pipe.xadd(self.keys.stream(type_name),
-                      {ENTRY_EVENT: event_json, ENTRY_GROUP: letter.group})
-            pipe.xdel(self.keys.dead_letter_stream(type_name), entry_id)
-            new_id, _ = await pipe.execute()
+            new_id, _ = await multi_exec(self.client, [
+                ("XADD", self.keys.stream(type_name), "*", ENTRY_EVENT, event_json,
+                 ENTRY_GROUP, letter.group),
+                ("XDEL", self.keys.dead_letter_stream(type_name), entry_id),
+            ])
         return text(new_id)
 
     async def delete_dead_letter(self, type_name: str, entry_id: str) -> bool:

@@ -51,8 +51,11 @@ class LoopbackCluster:
         self.primaries = primaries
         self.nodes: list[RedisServer] = []
         for index in range(primaries * 2):
+            # no 5 s wait before a replica's first (diskless) sync: a replica that never
+            # synced is not allowed to fail over, and the tests kill primaries early
             extra = [*("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                       "--cluster-node-timeout", str(node_timeout_ms))]
+                       "--cluster-node-timeout", str(node_timeout_ms),
+                       "--repl-diskless-sync-delay", "0")]
             if index < len(node_args):
                 extra += list(node_args[index])
             node = RedisServer(appendonly=appendonly, extra_args=extra)
@@ -105,9 +108,9 @@ class LoopbackCluster:
                     "CLUSTER REPLICATE", primary_id.decode() if isinstance(primary_id, bytes)
                     else primary_id)
             self._wait(lambda: all(_state(c) == "ok" for c in clients) and all(
-                _role(c) == "slave" for c in clients[self.primaries:]) and all(
+                _synced(c) for c in clients[self.primaries:]) and all(
                 _replicas_seen(c) == self.primaries for c in clients),
-                "cluster_state ok and every replica attached, as every node sees it")
+                "cluster_state ok and every replica synced, as every node sees it")
         finally:
             for client in clients:
                 client.close()
@@ -160,6 +163,7 @@ def _replicas_seen(client: redis.Redis) -> int:
     return sum(1 for flag in flags if "slave" in flag)
 
 
-def _role(client: redis.Redis) -> str:
+def _synced(client: redis.Redis) -> bool:
+    """A replica whose link to its primary is up (its first sync is done)."""
     info: Any = client.info("replication")
-    return str(info.get("role", "?"))
+    return info.get("role") == "slave" and info.get("master_link_status") == "up"

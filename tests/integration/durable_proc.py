@@ -25,9 +25,8 @@ import signal
 import sys
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from mozaiks_bus import Bus, Event, load_settings
+from mozaiks_bus.connection import create_async_any_client
 
 
 def calls_key(prefix: str, type_name: str) -> str:
@@ -53,7 +52,7 @@ async def run(args: argparse.Namespace) -> None:
         consumer_claim_interval_s=args.claim, consumer_block_ms=args.block,
         health_check_interval_s=0.5,
     ))
-    client = aioredis.Redis.from_url(args.url)
+    client = create_async_any_client(args.url)
     calls, effects = calls_key(args.prefix, args.type), effects_key(args.prefix, args.type)
 
     async def begin(event: Event) -> None:

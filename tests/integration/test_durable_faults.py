@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from mozaiks_bus import BrokerUnavailable, Bus, Event, PublishFailed
-from mozaiks_bus.connection import text
+from mozaiks_bus.connection import create_sync_any_client, text
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.retry import RetryPolicy
 from tests.integration.durable_proc import calls_key, effects_key
@@ -61,7 +60,7 @@ class Admin:
     """A plain redis-py client for assertions (the test's own view of Redis)."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        self.client = redis.Redis.from_url(url)
+        self.client: Any = create_sync_any_client(url)  # a RedisCluster for a cluster URL
         self.prefix = prefix
         self.keys = Keys(prefix)
         self.stream = self.keys.stream(TYPE)

@@ -162,9 +162,12 @@ def test_a_batch_cut_off_by_a_sigkill_is_resent_and_each_lost_attempt_counted(
     assert all(len(got) in (1, 2) for got in calls.values())
     state = sink_state(client, settings, "batchy")
     # every delivery the batch still carried when it was cut off is sent again, and
-    # that lost attempt is counted for each of them
-    assert state.counters["lost_attempts"] == len(resent) >= 1
-    assert state.counters["attempts"] == 5 + len(resent)
+    # that lost attempt is counted for each of them; the batch sends its requests at
+    # once, so some first requests may not have reached the target before the kill
+    # (those show one call), but every one that did is among the carried
+    carried = state.counters["lost_attempts"]
+    assert 1 <= len(resent) <= carried <= 5
+    assert state.counters["attempts"] == 5 + carried
     assert state.dead_letters == 0
     assert state.queued == 0
     client.close()

@@ -13,7 +13,10 @@ from mozaiks_bus import connection
 from mozaiks_bus.connection import (
     SCHEMES,
     BrokerUrl,
+    cluster_node_urls,
+    create_async_any_client,
     create_async_client,
+    create_sync_any_client,
     create_sync_client,
     parse_broker_url,
     redact_url,
@@ -106,6 +109,35 @@ def test_sentinel_url_without_db_or_credentials() -> None:
     assert url.password is None
 
 
+def test_cluster_url_lists_seed_nodes_and_keeps_credentials_for_each_node() -> None:
+    url = parse_broker_url(f"redis+cluster://alice:{SECRET}@n1:7000,10.0.0.2,[::1]:7002")
+    assert url.cluster
+    assert url.scheme == "redis+cluster"
+    assert url.nodes == (("n1", 7000), ("10.0.0.2", 6379), ("::1", 7002))
+    assert (url.username, url.password, url.db) == ("alice", SECRET, 0)
+    assert cluster_node_urls(url) == [f"redis://alice:{SECRET}@n1:7000",
+                                      f"redis://alice:{SECRET}@10.0.0.2:6379",
+                                      f"redis://alice:{SECRET}@[::1]:7002"]
+    assert cluster_node_urls(url, [("n9", 1)]) == [f"redis://alice:{SECRET}@n9:1"]
+
+
+def test_tls_cluster_url_gives_tls_node_urls_with_the_same_options() -> None:
+    url = parse_broker_url("rediss+cluster://n1:7000?ssl_cert_reqs=none")
+    assert (url.scheme, url.query) == ("rediss+cluster", "ssl_cert_reqs=none")
+    assert cluster_node_urls(url) == ["rediss://n1:7000?ssl_cert_reqs=none"]
+    assert not parse_broker_url("redis://n1").cluster
+
+
+def test_cluster_clients_are_cluster_clients_and_the_plain_factories_refuse_them() -> None:
+    url = "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"
+    assert isinstance(create_async_any_client(url), aioredis.RedisCluster)
+    assert isinstance(create_sync_any_client("redis://h"), redis.Redis)
+    for factory in (create_async_client, create_sync_client):
+        with pytest.raises(ConfigError, match="Redis Cluster") as info:
+            factory(url)
+        assert info.value.field == "broker_url"
+
+
 def test_scheme_is_case_insensitive() -> None:
     assert parse_broker_url("REDIS://h").scheme == "redis"
 
@@ -137,6 +169,12 @@ BAD_URLS = [
     "redis+sentinel://s1:1/svc/0/extra",
     "redis+sentinel://s1:1/svc/db",
     "redis+sentinel://s1:1/svc?ssl=true",
+    "redis+cluster://",
+    "redis+cluster://n1:1,/",
+    "redis+cluster://n1:x",
+    "redis+cluster://n1:1/0",
+    "redis+cluster://n1:1?db=1",
+    "rediss+cluster://n1:1/2",
 ]
 
 
@@ -171,6 +209,7 @@ SECRET_URLS = [
     f"unix://u:{SECRET}@relative/sock",
     f"memory://u:{SECRET}@x",
     f"redis+sentinel://u:{SECRET}@s1:1",
+    f"redis+cluster://u:{SECRET}@n1:1/3",
     f"redis://h?password={SECRET}&db=x",
     # reserved characters left unencoded in the password: urlsplit misreads the URL
     "redis://u:hunter2/S3cret@h",
