@@ -232,8 +232,9 @@ def create_sync_any_client(url: str, **options: Unpack[ClientOptions]) -> SyncCl
 
 def _refuse_cluster(url: str, source: str | None) -> None:
     if url.partition("://")[0].lower() in CLUSTER_SCHEMES:
-        raise ConfigError("broker_url", "this part of mozaiks-bus runs on one Redis or "
-                          "Sentinel, not on a Redis Cluster yet (issue 14)", source=source)
+        raise ConfigError("broker_url", "this part of mozaiks-bus (the HTTP sink worker, the "
+                          "MassTransit bridge, the demo) runs on one Redis or Sentinel, not "
+                          "on a Redis Cluster", source=source)
 
 
 class StreamClients(Protocol):

@@ -36,8 +36,8 @@ _UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.ReadOnlyError, OSE
 _UNAVAILABLE_REPLIES = (rexc.ClusterDownError, rexc.TryAgainError)
 # What a user is told when Redis refuses a command, by the reply's error code: the raw
 # server sentence stays in the exception's __cause__ (for logs), never in the message.
-_CLUSTER = ("this Redis is a Cluster node: the bus runs on one Redis or on Sentinel, not on "
-            "Redis Cluster yet (issue 14); `mozaiks-bus doctor` checks the nodes")
+_CLUSTER = ("this Redis is a Cluster node: point the broker URL at the cluster, "
+            "redis+cluster://host:port[,host:port...]; `mozaiks-bus doctor` checks the nodes")
 _REFUSALS = {
     "WRONGTYPE": "a key under this prefix holds another type of value (does another "
                  "program write under MOZAIKS_BUS_PREFIX?)",
@@ -53,8 +53,7 @@ _REFUSALS = {
     "CROSSSLOT": "the keys of one command are in different cluster slots",
     "MOVED": _CLUSTER,
     "ASK": _CLUSTER,
-    "CLUSTERDOWN": "the Redis Cluster is down; and the bus runs on one Redis or Sentinel, "
-                   "not on a Cluster (issue 14)",
+    "CLUSTERDOWN": "the Redis Cluster is down (a slot has no primary: failing over?)",
 }
 _CODED: tuple[tuple[type[BaseException], str], ...] = (
     (rexc.MovedError, "MOVED"), (rexc.AskError, "ASK"), (rexc.ClusterCrossSlotError, "CROSSSLOT"),

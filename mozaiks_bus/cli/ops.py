@@ -27,7 +27,7 @@ from mozaiks_bus.cli._common import command_settings, console, fail, run_command
 from mozaiks_bus.durable.tail import tail_streams
 from mozaiks_bus.errors import MozaiksBusError
 from mozaiks_bus.event import Event
-from mozaiks_bus.ops.doctor import run_checks
+from mozaiks_bus.ops.doctor import cluster_nodes, run_checks
 from mozaiks_bus.patterns import compile_pattern
 from mozaiks_bus.settings import BusSettings
 
@@ -110,6 +110,7 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
         return {"broker": bus.health(), "streams": streams}
 
     report = run_command(with_bus(settings, work))
+    report["cluster"] = cluster_nodes(settings.broker_url) if settings.broker_url else None
     report["sinks"] = _sink_report(settings)
     report["bridge"] = _bridge_report(settings)
     if as_json:
@@ -125,6 +126,8 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
                           str(group.get("pending", "-")), str(group.get("lag", "-")),
                           str(group.get("oldest_pending_age_s") or "-"))
     console.print(table)
+    if report["cluster"] is not None:
+        _print_cluster(report["cluster"])
     sinks = Table("sink", "circuit", "queued (RQ)", "oldest queued (s)", "dead letters",
                   "last status", "last error", title="HTTP sinks")
     for sink in report["sinks"]:
@@ -136,6 +139,16 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
     if report["bridge"] is not None:
         _print_bridge(report["bridge"])
     console.print(f"fan-out listener: {report['broker'].get('listener')}")
+
+
+def _print_cluster(nodes: list[dict[str, Any]]) -> None:
+    table = Table("node", "role", "slots", "flags", "persistence", "maxmemory-policy",
+                  "error", title="Redis Cluster")
+    for node in nodes:
+        table.add_row(node["node"], str(node.get("role", "-")), str(node.get("slots", "-")),
+                      str(node.get("flags", "-")), str(node.get("persistence", "-")),
+                      str(node.get("maxmemory_policy", "-")), str(node.get("error") or "-")[:60])
+    console.print(table)
 
 
 def _print_bridge(bridge: dict[str, Any]) -> None:

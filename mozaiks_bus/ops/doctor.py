@@ -9,10 +9,12 @@ do). Failing checks make the command exit non-zero:
   confirmed event;
 * ``maxmemory-policy`` is ``noeviction``: any other policy can silently evict streams,
   dead letters and RQ jobs under memory pressure;
-* a Redis Cluster node fails the ``cluster`` check (the bus runs on one Redis or
-  Sentinel; Cluster is issue 14), and every node of it (found with CLUSTER NODES,
-  reached with the URL's credentials) gets the persistence and eviction checks, named
-  by address and role: a promoted replica must be as durable as its primary;
+* a Redis Cluster: the ``cluster`` check passes for a ``redis+cluster://`` URL whose
+  cluster has every slot served (``cluster_state:ok``), warns for a primary without a
+  replica (nothing to fail over to), and fails for a plain URL pointed at a cluster node
+  (it would meet MOVED); every node (found with CLUSTER NODES, reached with the URL's
+  credentials) gets the persistence and eviction checks, named by address and role: a
+  promoted replica must be as durable as its primary;
 * hints (warnings, not failures): no TLS to a non-loopback host, the default user
   without a password, ``appendfsync no``;
 * with ``amqp_url`` (the MassTransit bridge): RabbitMQ answers, and aio-pika is
@@ -29,12 +31,17 @@ from urllib.parse import urlsplit
 
 import redis
 
-from mozaiks_bus.connection import create_sync_client, redact_url
+from mozaiks_bus.connection import (
+    cluster_node_urls,
+    create_sync_client,
+    parse_broker_url,
+    redact_url,
+)
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.settings import BusSettings
 
-__all__ = ["Check", "run_checks"]
+__all__ = ["Check", "cluster_nodes", "run_checks"]
 
 Status = Literal["ok", "warn", "fail"]
 MIN_VERSION = (6, 2)
@@ -60,11 +67,16 @@ def run_checks(settings: BusSettings) -> list[Check]:
     if url.startswith("memory://"):
         return [Check("broker", "warn", "memory:// (in-process fakeredis)",
                       "fine for demos and tests; nothing survives a restart")]
-    client = create_sync_client(url, socket_timeout=5.0, retries=0)
-    try:
-        checks = list(_checks(client, url))
-    finally:
-        client.close()
+    broker = parse_broker_url(url)
+    seeds = cluster_node_urls(broker) if broker.cluster else [url]
+    for seed in seeds:  # a cluster: the first seed that answers speaks for it
+        client = create_sync_client(seed, socket_timeout=5.0, retries=0)
+        try:
+            checks = list(_checks(client, seed, cluster_url=broker.cluster))
+        finally:
+            client.close()
+        if checks[0].status == "ok":
+            break
     if settings.amqp_url:
         checks.append(_rabbitmq(settings.amqp_url))
     return checks
@@ -89,7 +101,7 @@ def _rabbitmq(url: str) -> Check:
     return Check("rabbitmq", "ok", f"{found} at {redact_url(url)}")
 
 
-def _checks(client: redis.Redis, url: str) -> Iterator[Check]:
+def _checks(client: redis.Redis, url: str, *, cluster_url: bool) -> Iterator[Check]:
     try:
         info: Any = client.info("server")
         cluster: Any = client.info("cluster")
@@ -105,10 +117,54 @@ def _checks(client: redis.Redis, url: str) -> Iterator[Check]:
     if numbers < MIN_VERSION:
         yield Check("version", "fail", version, "Redis 6.2 or newer is required")
     if int(cluster.get("cluster_enabled", 0)):
-        yield from _cluster(client, url)
+        yield from _cluster(client, url, cluster_url=cluster_url)
+    elif cluster_url:
+        yield Check("cluster", "fail", f"{redact_url(url)} is not a Redis Cluster node",
+                    "use redis:// for one Redis, redis+cluster:// only for a cluster")
+        yield from _durability(config)
     else:
         yield from _durability(config)
     yield from _hints(url, config)
+
+
+def cluster_nodes(url: str) -> list[dict[str, Any]] | None:
+    """Every node of the cluster ``url`` names (None: not a cluster URL), as ``status``
+    shows them: address, role, slots served, link, persistence and eviction policy (a
+    node that does not answer says so in ``error``)."""
+    broker = parse_broker_url(url)
+    if not broker.cluster:
+        return None
+    for seed in cluster_node_urls(broker):
+        client = create_sync_client(seed, socket_timeout=5.0, retries=0)
+        try:
+            nodes: Any = client.execute_command("CLUSTER NODES")  # type: ignore[no-untyped-call]
+        except REDIS_ERRORS:
+            continue
+        finally:
+            client.close()
+        return [_node_row(seed, addr, node) for addr, node in sorted(nodes.items())]
+    return [{"node": "-", "error": "no seed node answers"}]
+
+
+def _node_row(seed: str, addr: str, node: dict[str, Any]) -> dict[str, Any]:
+    host, _, port = addr.rpartition(":")
+    parts = urlsplit(seed)
+    node_url = parts._replace(netloc=_node_netloc(parts, host, int(port.split("@")[0]))).geturl()
+    row: dict[str, Any] = {
+        "node": addr, "role": "primary" if "master" in node["flags"] else "replica",
+        "flags": node["flags"], "slots": sum(int(r[-1]) - int(r[0]) + 1 for r in node["slots"]),
+        "connected": node.get("connected"),
+    }
+    client = create_sync_client(node_url, socket_timeout=5.0, retries=0)
+    try:
+        config = _node_config(client)
+        row.update(persistence=_persistence(config).found,
+                   maxmemory_policy=config.get("maxmemory-policy"))
+    except REDIS_ERRORS as exc:
+        row["error"] = str(translate_redis_error(exc, action="status", url=node_url))
+    finally:
+        client.close()
+    return row
 
 
 def _node_config(client: redis.Redis) -> dict[str, Any]:
@@ -136,16 +192,31 @@ def _durability(config: dict[str, Any], where: str = "") -> Iterator[Check]:
                     "dead letters and jobs without a trace")
 
 
-def _cluster(client: redis.Redis, url: str) -> Iterator[Check]:
-    """A Redis Cluster: say the bus cannot run on it yet, and check every node, since a
-    failover promotes a replica that must be as durable as its primary."""
+def _cluster(client: redis.Redis, url: str, *, cluster_url: bool) -> Iterator[Check]:
+    """A Redis Cluster: is the URL one, is every slot served, can every primary fail
+    over; then every node, since a failover promotes a replica that must be as durable
+    as its primary."""
     nodes: Any = client.execute_command("CLUSTER NODES")  # type: ignore[no-untyped-call]
+    state: Any = client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
     primaries = [addr for addr, node in nodes.items() if "master" in node["flags"]]
     replicas = [addr for addr, node in nodes.items() if "slave" in node["flags"]]
-    yield Check("cluster", "fail",
-                f"Redis Cluster: {len(primaries)} primaries, {len(replicas)} replicas",
-                "the bus runs on one Redis or on Sentinel; Redis Cluster is not supported "
-                "yet (issue 14), and RQ (the sink worker) never runs on a cluster")
+    found = f"Redis Cluster: {len(primaries)} primaries, {len(replicas)} replicas"
+    served = _cluster_state(state) == "ok"
+    orphans = sorted(addr for addr in primaries if not any(
+        node["master_id"] == nodes[addr]["node_id"] and "fail" not in node["flags"]
+        for node in nodes.values()))
+    if not cluster_url:
+        yield Check("cluster", "fail", found + f", reached as one Redis ({redact_url(url)})",
+                    "use redis+cluster://host:port[,host:port...] so the bus follows the "
+                    "slots; a plain URL meets MOVED for most keys")
+    elif not served:
+        yield Check("cluster", "fail", found + f", cluster_state {_cluster_state(state)}",
+                    "some slots have no primary: wait for the failover, or fix the cluster")
+    elif orphans:
+        yield Check("cluster", "warn", found + f"; no replica for {', '.join(orphans)}",
+                    "a primary without a replica cannot fail over: its slots go down with it")
+    else:
+        yield Check("cluster", "ok", found + ", every slot served")
     for addr in sorted(primaries) + sorted(replicas):
         role = "primary" if addr in primaries else "replica"
         host, _, port = addr.rpartition(":")
@@ -161,6 +232,15 @@ def _cluster(client: redis.Redis, url: str) -> Iterator[Check]:
                         "every node must answer: is it running, with the same password?")
         finally:
             node.close()
+
+
+def _cluster_state(info: Any) -> str:
+    if isinstance(info, dict):
+        return str(info.get("cluster_state", "?"))
+    for line in (info.decode() if isinstance(info, bytes) else str(info)).splitlines():
+        if line.startswith("cluster_state:"):
+            return line.split(":", 1)[1].strip()
+    return "?"
 
 
 def _node_netloc(parts: Any, host: str, port: int) -> str:

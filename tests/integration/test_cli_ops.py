@@ -297,22 +297,26 @@ def test_dlq_takes_the_event_id_for_streams_and_sinks_and_names_a_wrong_id(
 
 
 @pytest.mark.slow
-def test_doctor_on_a_redis_cluster_checks_every_node_and_says_the_bus_cannot_run_on_it(
+def test_doctor_on_a_redis_cluster_checks_every_node_by_address_and_role(
     env: pytest.MonkeyPatch,
 ) -> None:
     """Three primaries and three replicas on loopback; one replica has no persistence
-    and one primary an evicting policy: doctor names each of them, by address and role,
-    and fails the cluster itself (issue 14), instead of a MOVED error later."""
+    and one primary an evicting policy: doctor names each of them, by address and role.
+    The cluster check passes for a redis+cluster:// URL and fails for a plain URL at a
+    node (it would meet MOVED)."""
     no_aof = ("--appendonly", "no")
     lru = ("--maxmemory-policy", "allkeys-lru")
     with LoopbackCluster(node_args=[(), lru, (), (), (), no_aof]) as cluster:
-        env.setenv("MOZAIKS_BROKER_URL", cluster.url)
+        env.setenv("MOZAIKS_BROKER_URL", cluster.cluster_url)
         code, _ = invoke("doctor")
         checks = {check.name: check for check in run_checks(load_settings())}
-    assert code == 1
-    assert checks["cluster"].status == "fail"
-    assert checks["cluster"].found == "Redis Cluster: 3 primaries, 3 replicas"
-    assert "issue 14" in checks["cluster"].hint
+        env.setenv("MOZAIKS_BROKER_URL", cluster.url)
+        plain = {check.name: check for check in run_checks(load_settings())}
+    assert code == 1  # the two bad nodes
+    assert checks["cluster"].status == "ok"
+    assert checks["cluster"].found == "Redis Cluster: 3 primaries, 3 replicas, every slot served"
+    assert plain["cluster"].status == "fail"
+    assert "redis+cluster://" in plain["cluster"].hint
     lru_node = f"127.0.0.1:{cluster.nodes[1].port} (primary)"
     volatile_node = f"127.0.0.1:{cluster.nodes[5].port} (replica)"
     assert checks[f"maxmemory-policy {lru_node}"].status == "fail"
@@ -325,9 +329,41 @@ def test_doctor_on_a_redis_cluster_checks_every_node_and_says_the_bus_cannot_run
 
 
 @pytest.mark.slow
+def test_doctor_warns_of_a_primary_whose_replica_is_gone(
+    env: pytest.MonkeyPatch,
+) -> None:
+    with LoopbackCluster() as cluster:
+        env.setenv("MOZAIKS_BROKER_URL", cluster.cluster_url)
+        cluster.nodes[4].kill()  # the replica of the second primary
+        deadline = time.monotonic() + 15
+        while (found := {c.name: c for c in run_checks(load_settings())})["cluster"].status \
+                == "ok" and time.monotonic() < deadline:
+            time.sleep(0.2)  # until the others mark the replica failed
+        assert found["cluster"].status == "warn"
+        assert f"no replica for 127.0.0.1:{cluster.nodes[1].port}" in found["cluster"].found
+        assert found[f"reachable 127.0.0.1:{cluster.nodes[4].port} (replica)"].status == "fail"
+
+
+def test_status_on_a_cluster_shows_each_node_its_role_slots_and_durability(
+    cluster_url: str, env: pytest.MonkeyPatch,
+) -> None:
+    env.setenv("MOZAIKS_BROKER_URL", cluster_url)
+    code, out = invoke("status", "--json")
+    assert code == 0, out
+    nodes = json.loads(out)["cluster"]
+    assert sorted(node["role"] for node in nodes) == ["primary"] * 3 + ["replica"] * 3
+    assert sum(node["slots"] for node in nodes if node["role"] == "primary") == 16384
+    assert all(node["maxmemory_policy"] == "noeviction" for node in nodes)
+    assert all(node["persistence"].startswith("AOF on") for node in nodes)
+    code, out = invoke("status")
+    assert code == 0
+    assert "Redis Cluster" in out
+
+
+@pytest.mark.slow
 async def test_a_bus_pointed_at_a_cluster_node_fails_its_publish_saying_so() -> None:
-    """Until issue 14, a durable publish whose stream lives on another node gets MOVED:
-    the caller learns that the broker is a Cluster node, not a bare redirect."""
+    """A plain redis:// URL at one node: a durable publish whose stream lives on another
+    node gets MOVED, and the caller learns to use redis+cluster://, not a bare redirect."""
     with LoopbackCluster() as cluster:
         bus = Bus(config=load_settings(broker_url=cluster.url, service="c", prefix="c",
                                        publish_timeout_s=5.0))
@@ -341,4 +377,4 @@ async def test_a_bus_pointed_at_a_cluster_node_fails_its_publish_saying_so() -> 
                     break
         assert errors, "every one of 20 streams hashed to the first node"
         assert "Cluster node" in errors[0]
-        assert "issue 14" in errors[0]
+        assert "redis+cluster://" in errors[0]
