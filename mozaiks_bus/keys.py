@@ -7,9 +7,9 @@ and ``&<prefix>:*``. ``P`` is the prefix (``MOZAIKS_BUS_PREFIX``, default ``moza
 =============================  =================================  =================
 method                         name                               cluster slot of
 =============================  =================================  =================
-``stream(t)``                  ``P:stream:{t}``                   type ``t``
-``dead_letter_stream(t)``      ``P:dlq:{t}``                      type ``t``
-``processed_ids(g, t)``        ``P:processed:g:{t}``              type ``t``
+``stream(t)``                  ``P:stream:{t}``                   stream ``t``
+``dead_letter_stream(t)``      ``P:dlq:{t}``                      stream ``t``
+``processed_ids(g, t)``        ``P:processed:g:{t}``              stream ``t``
 ``fanout_channel(t)``          ``P:fanout:t``                     whole name
 ``fanout_pattern()``           ``P:fanout:*``                     (PSUBSCRIBE)
 ``fanout_subscription(p)``     ``P:fanout:p``                     (PSUBSCRIBE)
@@ -37,6 +37,10 @@ method                         name                               cluster slot o
 ``bridge_state(n)``            ``P:bridge:{n'}`` (hash, TTL)      instance ``n``
 ``bridge_since()``             ``P:bridge-since`` (string)        whole name
 =============================  =================================  =================
+
+``t`` in the three stream keys is a *stream name*: a type, or one partition of a
+partitioned type (``<type>:p<n>``, :mod:`mozaiks_bus.partitions`), which so gets a slot
+of its own. The stream index holds stream names.
 
 Why these slots (Redis Cluster hashes only the text inside the first ``{...}``):
 
@@ -79,6 +83,7 @@ import uuid_utils
 from mozaiks_bus import names
 from mozaiks_bus.errors import ConfigError, InvalidEvent
 from mozaiks_bus.event import validate_type
+from mozaiks_bus.partitions import validate_stream_name
 from mozaiks_bus.patterns import validate_pattern
 
 __all__ = ["ENTRY_EVENT", "ENTRY_GROUP", "MAX_ID_LENGTH", "UI_FRAME_FIELD", "KeyMark", "Keys"]
@@ -128,16 +133,17 @@ class Keys:
             raise ConfigError("prefix", f"must be {names.PREFIX.rule} (got {self.prefix!r})")
 
     def stream(self, type_name: str) -> str:
-        """The durable stream of one event type."""
-        return f"{self.prefix}:stream:{{{validate_type(type_name)}}}"
+        """The durable stream of one event type (or one partition of it)."""
+        return f"{self.prefix}:stream:{{{validate_stream_name(type_name)}}}"
 
     def dead_letter_stream(self, type_name: str) -> str:
-        """Dead letters of one event type; same slot as :meth:`stream`."""
-        return f"{self.prefix}:dlq:{{{validate_type(type_name)}}}"
+        """Dead letters of one stream; same slot as :meth:`stream`."""
+        return f"{self.prefix}:dlq:{{{validate_stream_name(type_name)}}}"
 
     def processed_ids(self, group: str, type_name: str) -> str:
-        """Ids a group has finished for one type; same slot as :meth:`stream`."""
-        return f"{self.prefix}:processed:{self.group(group)}:{{{validate_type(type_name)}}}"
+        """Ids a group has finished in one stream; same slot as :meth:`stream`."""
+        return (f"{self.prefix}:processed:{self.group(group)}:"
+                f"{{{validate_stream_name(type_name)}}}")
 
     @staticmethod
     def group(name: str) -> str:

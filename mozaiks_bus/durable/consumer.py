@@ -168,12 +168,9 @@ class GroupConsumer:
     # -- streams ------------------------------------------------------------------------
 
     async def _discover(self) -> None:
-        if self._pattern.is_exact:
-            types = [self.spec.pattern]
-        else:
-            members = await self._client.smembers(self.keys.stream_index())
-            types = [name for name in sorted(text(m) for m in members)
-                     if self._pattern.matches(name)]
+        indexed: set[Any] = set() if self._pattern.is_exact else \
+            await self._client.smembers(self.keys.stream_index())
+        types = self.settings.partitions.matching(self._pattern, (text(m) for m in indexed))
         for type_name in types:
             if type_name not in self._readers:
                 key = self.keys.stream(type_name)
@@ -299,8 +296,9 @@ class GroupConsumer:
                 entry, "delivered too often without an ack (crashing handler?)", deliveries
             )
             return False
-        delivery = (Delivery(event, entry.type_name, sid, self.spec.group, self.name,
-                             deliveries, self._client) if self._wants_delivery else None)
+        delivery = (Delivery(event, entry.base_type, sid, self.spec.group,
+                             self.name, deliveries, self._client, stream=entry.type_name)
+                    if self._wants_delivery else None)
         try:
             await self._call(event, delivery)
         except asyncio.CancelledError:

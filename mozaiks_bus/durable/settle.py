@@ -22,6 +22,7 @@ from mozaiks_bus.connection import AsyncClient
 from mozaiks_bus.durable.streams import dead_letter_fields, decode_entry
 from mozaiks_bus.errors import InvalidEvent
 from mozaiks_bus.keys import ENTRY_EVENT, Keys
+from mozaiks_bus.partitions import base_type
 from mozaiks_bus.redis_errors import REDIS_ERRORS
 from mozaiks_bus.stats import BusStats
 from mozaiks_bus.transactions import Command, commit_unless, multi_exec
@@ -36,10 +37,15 @@ HeldEntries = dict[str, set[str]]  # stream key -> entry ids this consumer handl
 class Entry:
     """One stream entry as read: where it is and what it holds."""
 
-    type_name: str
+    type_name: str  # the stream name: the type, or one partition of it
     key: str
     sid: str
     fields: dict[bytes, bytes] | None
+
+    @property
+    def base_type(self) -> str:
+        """The event type the entry's stream holds."""
+        return base_type(self.type_name)
 
 
 class Settler:

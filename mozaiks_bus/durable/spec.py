@@ -115,6 +115,7 @@ class Delivery:
     deliveries: int
     _client: AsyncClient
     _tx: Pipeline | None = None
+    stream: str = ""  # the stream name: the type, or its partition (mozaiks_bus.partitions)
 
     @property
     def tx(self) -> Pipeline:

@@ -16,6 +16,7 @@ from typing import Any
 
 from mozaiks_bus.durable.streams import StreamInspector
 from mozaiks_bus.event import Event
+from mozaiks_bus.partitions import base_type
 from mozaiks_bus.patterns import compile_pattern
 
 __all__ = ["tail_streams"]
@@ -30,7 +31,7 @@ async def tail_streams(inspector: StreamInspector, pattern: str, show: Callable[
     positions: dict[str, str] = {}
     while not done.is_set():
         for type_name in await inspector.types():
-            if matcher.matches(type_name) and keys.stream(type_name) not in positions:
+            if matcher.matches(base_type(type_name)) and keys.stream(type_name) not in positions:
                 positions[keys.stream(type_name)] = started
         if not positions:
             await asyncio.sleep(block_ms / 1000)

@@ -49,6 +49,7 @@ from mozaiks_bus.connection import parse_broker_url, redact_url
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.event import DEFAULT_SOURCE
 from mozaiks_bus.keys import Keys
+from mozaiks_bus.partitions import Partitions
 from mozaiks_bus.settings._errors import translate
 from mozaiks_bus.settings._sources import (
     AMQP_URL_ENV,
@@ -168,6 +169,8 @@ class BusSettings(BaseSettings):
     stream_max_len: int = Field(default=DEFAULT_STREAM_MAX_LEN, gt=0)
     stream_max_age_s: float = Field(default=DEFAULT_STREAM_MAX_AGE_S, gt=0, allow_inf_nan=False)
     stream_hard_max_len: int = Field(default=DEFAULT_STREAM_HARD_MAX_LEN, gt=0)
+    # hot types split over N streams by subject (mozaiks_bus.partitions)
+    stream_partitions: dict[str, int] = Field(default_factory=dict)
     retention_interval_s: float = Field(
         default=DEFAULT_RETENTION_INTERVAL_S, gt=0, allow_inf_nan=False
     )
@@ -274,6 +277,14 @@ class BusSettings(BaseSettings):
                              "redis+sentinel://): RQ workers are processes")
         return value
 
+    @field_validator("stream_partitions")
+    @classmethod
+    def _check_partitions(cls, value: dict[str, int]) -> dict[str, int]:
+        try:
+            return Partitions.check(value)
+        except ConfigError as exc:
+            raise ValueError(exc.reason) from None
+
     @field_validator("service")
     @classmethod
     def _check_service(cls, value: str) -> str:
@@ -301,6 +312,11 @@ class BusSettings(BaseSettings):
         """Every Redis name of this install (under ``prefix``). Not cached: a
         ``model_copy(update={"prefix": ...})`` must not inherit the old one."""
         return Keys(self.prefix)
+
+    @property
+    def partitions(self) -> Partitions:
+        """The partitioned types (``stream_partitions``)."""
+        return Partitions(self.stream_partitions)
 
     @property
     def redacted_broker_url(self) -> str | None:

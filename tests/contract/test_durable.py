@@ -267,3 +267,54 @@ async def test_a_read_count_outside_1_to_1000_is_refused(
         bus.consumer(TYPE, group="g", read_count=read_count)(print)
     assert caught.value.field == "read_count"
     assert "1 to 1000" in str(caught.value)
+
+
+async def test_a_partitioned_type_keeps_each_subject_in_one_stream_in_order_and_a_group_shares_it(
+    backend: Backend,
+) -> None:
+    """``stream_partitions``: four streams, a subject's events all in one of them in
+    publish order; two consumers of one group handle every event between them (at least
+    once), and a poison event is dead-lettered in its own partition."""
+    backend.require("durable")
+    parts = {"stream_partitions": {TYPE: 4}}
+    publisher = backend.make_bus(**parts)
+    consumers = [backend.make_bus(**parts) for _ in range(2)]
+    handled: list[tuple[str, str, str]] = []  # (event id, Delivery.type, Delivery.stream)
+
+    for bus in consumers:
+        @bus.consumer(TYPE, group="usage", retry=QUICK, max_deliveries=1)
+        async def tally(event: Event, delivery: Delivery) -> None:
+            if event.data["n"] == -1:
+                raise ValueError("poison")
+            handled.append((event.id, delivery.type, delivery.stream))
+
+    subjects = [f"chat-{k}" for k in range(12)]
+    async with publisher, consumers[0], consumers[1]:
+        sent = [await publisher.publish(TYPE, {"n": n}, subject=subjects[n % 12], durable=True,
+                                        fanout=False) for n in range(120)]
+        poison = await publisher.publish(TYPE, {"n": -1}, subject="chat-0", durable=True,
+                                         fanout=False)
+        await wait_for(lambda: len(handled) >= 120, 10, "every event handled")
+        await wait_for(lambda: publisher.stats.get("published") >= 121, 5, "stats")
+        await asyncio.sleep(0.3)
+        streams = {info.type: info for info in await publisher.streams.streams()}
+        letters = await publisher.streams.dead_letters(sorted(streams))
+        assert publisher.transport.streams is not None
+        client = publisher.transport.streams.command_client()
+        stored = {name: [Event.from_wire(fields[b"e"]) for _, fields in
+                         await client.xrange(publisher.config.keys.stream(name))]
+                  for name in streams}
+    for events in stored.values():  # each subject's events in publish order
+        for subject in subjects:
+            numbers = [e.data["n"] for e in events if e.subject == subject and e.data["n"] >= 0]
+            assert numbers == sorted(numbers)
+    assert {event_id for event_id, _, _ in handled} == {e.id for e in sent}
+    assert {kind for _, kind, _ in handled} == {TYPE}
+    where = {event_id: stream for event_id, _, stream in handled}
+    for subject in subjects:  # one subject, one partition
+        assert len({where[e.id] for e in sent if e.subject == subject}) == 1
+    assert set(streams) == {f"{TYPE}:p{k}" for k in range(4)}
+    assert sum(info.length for info in streams.values()) == 121
+    assert len(set(where.values())) >= 2  # the load is spread
+    assert [letter.event["id"] for letter in letters] == [poison.id]
+    assert where[sent[0].id] == letters[0].type  # chat-0's partition holds its dead letter

@@ -437,8 +437,8 @@ def test_a_reply_redis_py_parsed_into_its_own_class_keeps_its_code(
     ("ERR Invalid stream ID specified as stream command argument", "ERR",
      "refused the command"),
     ("weird lower-case reply", "ERR", "refused the command"),
-    ("MOVED 3999 127.0.0.1:6381", "MOVED", "Cluster node"),
-    ("CLUSTERDOWN The cluster is down", "CLUSTERDOWN", "issue 14"),
+    ("MOVED 3999 127.0.0.1:6381", "MOVED", "redis+cluster://"),
+    ("CLUSTERDOWN The cluster is down", "CLUSTERDOWN", "a slot has no primary"),
 ])
 def test_a_refused_command_names_the_code_and_its_meaning_not_the_raw_reply(
     reply: str, code: str, meaning: str,

@@ -201,7 +201,8 @@ class ClusterTransport(RedisTransport):
         for event, scopes, _ in items:
             parts = scope_parts(scopes)
             if parts.durable:
-                slots.add(key_slot(self.keys.stream(event.type).encode()))
+                stream = self.settings.partitions.stream_name(event)
+                slots.add(key_slot(self.keys.stream(stream).encode()))
             if parts.ui and event.subject:
                 slots.add(key_slot(self.keys.ui_history(event.subject).encode()))
         return slots

@@ -93,7 +93,8 @@ class CommandBuilder:
         self.settings = settings
         self._origin_text = f"{origin}|"
         self._channels: dict[str, str] = {}
-        self._indexed: dict[str, float] = {}  # type -> when its SADD to the index was sent
+        self._indexed: dict[str, float] = {}  # stream -> when its SADD to the index was sent
+        self._partitions = settings.partitions
 
     def forget_index(self) -> None:
         """Send every type's index membership again with its next event."""
@@ -123,14 +124,16 @@ class CommandBuilder:
             commands.append(ui_append_command(self.keys, self.settings, event.subject,
                                               event_frame(event)))
         if parts.durable:
+            stream = self._partitions.stream_name(event) if self._partitions.counts \
+                else type_name
             commands.append((
-                "XADD", self.keys.stream(type_name), "MAXLEN", "~",
+                "XADD", self.keys.stream(stream), "MAXLEN", "~",
                 self.settings.stream_hard_max_len, "*", ENTRY_EVENT, item.payload,
             ))
             now = time.monotonic()
-            if now - self._indexed.get(type_name, -INDEX_REFRESH_S) >= INDEX_REFRESH_S:
-                self._indexed[type_name] = now
-                commands.append(("SADD", self.keys.stream_index(), type_name))
+            if now - self._indexed.get(stream, -INDEX_REFRESH_S) >= INDEX_REFRESH_S:
+                self._indexed[stream] = now
+                commands.append(("SADD", self.keys.stream_index(), stream))
         if parts.fanout:
             channel = self._channels.get(type_name)
             if channel is None:
