@@ -32,7 +32,8 @@ __all__ = [
 
 # "cannot serve now, try later": a lost link, a timeout, a loading or read-only replica
 # (READONLY right after a failover), a cluster slot moving or down.
-_UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.ReadOnlyError, OSError)
+_UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.ReadOnlyError, OSError,
+                rexc.RedisClusterUnreachableError, rexc.SlotNotCoveredError)
 _UNAVAILABLE_REPLIES = (rexc.ClusterDownError, rexc.TryAgainError)
 # What a user is told when Redis refuses a command, by the reply's error code: the raw
 # server sentence stays in the exception's __cause__ (for logs), never in the message.
@@ -60,7 +61,8 @@ _CODED: tuple[tuple[type[BaseException], str], ...] = (
     (rexc.OutOfMemoryError, "OOM"), (rexc.NoScriptError, "NOSCRIPT"),
     (rexc.NoPermissionError, "NOPERM"), (rexc.ExecAbortError, "EXECABORT"),
 )
-REDIS_ERRORS: tuple[type[BaseException], ...] = (rexc.RedisError, OSError)
+REDIS_ERRORS: tuple[type[BaseException], ...] = (rexc.RedisError, rexc.RedisClusterException,
+                                                 OSError)
 """What a Redis call can raise for Redis's (or the network's) reasons: the one tuple
 every ``except`` around a redis-py call names."""
 

@@ -325,7 +325,13 @@ class BusSettings(BaseSettings):
 
     @property
     def queue_redis_url(self) -> str | None:
-        """Where RQ and the sinks' ledger live: ``queue_url``, else the broker."""
+        """Where RQ and the sinks' ledger live: ``queue_url``, else the broker (never a
+        Redis Cluster: a cluster broker needs ``queue_url``, ConfigError names it)."""
+        if self.queue_url is None and self.broker_url and \
+                "cluster" in self.broker_url.partition("://")[0].lower():
+            raise ConfigError("queue_url", "the broker is a Redis Cluster and RQ (the HTTP "
+                              "sink worker's queue) does not run on one: set queue_url "
+                              "(MOZAIKS_BUS_QUEUE_URL) to a standalone or Sentinel Redis")
         return self.queue_url or self.broker_url
 
     @property

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import redis
 
-from mozaiks_bus.connection import create_sync_client
+from mozaiks_bus.connection import create_sync_any_client, create_sync_client
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.settings import BusSettings
@@ -24,14 +24,14 @@ __all__ = ["admin_client", "refuse_cluster"]
 
 @contextlib.contextmanager
 def admin_client(settings: BusSettings, action: str = "read sinks", *,
-                 on: Literal["queue", "broker"] = "queue") -> Iterator[redis.Redis]:
+                 on: Literal["queue", "broker"] = "queue") -> Iterator[Any]:
     """A sync client, errors inside translated: ``on="queue"`` the Redis of RQ and the
     sinks' ledger (``queue_url``, else the broker), ``on="broker"`` the broker (streams,
-    sink start positions, the bridge's state)."""
+    sink start positions, the bridge's state; a ``RedisCluster`` for a cluster)."""
     if not settings.broker_url:
         raise ConfigError("broker_url", "is not set (MOZAIKS_BROKER_URL): sinks live in Redis")
     url = str(settings.queue_redis_url if on == "queue" else settings.broker_url)
-    client = create_sync_client(url)
+    client = create_sync_client(url) if on == "queue" else create_sync_any_client(url)
     try:
         yield client
     except REDIS_ERRORS as exc:

@@ -49,7 +49,7 @@ from rq.serializers import JSONSerializer
 from mozaiks_bus._process import die_with_parent
 from mozaiks_bus.availability import Availability
 from mozaiks_bus.bus import Bus
-from mozaiks_bus.connection import create_sync_client
+from mozaiks_bus.connection import create_sync_any_client, create_sync_client
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.redis_errors import REDIS_ERRORS
 from mozaiks_bus.settings import BusSettings
@@ -198,8 +198,9 @@ class SinkWorker:
         self.keys = settings.keys
         self.name = f"{self.keys.sink_worker_prefix()}{socket.gethostname()}.{os.getpid()}"
         self.client = create_sync_client(url, client_name="mozaiks-bus:sinks")  # RQ, ledger
-        self.broker = self.client if settings.queue_url is None else create_sync_client(
-            str(settings.broker_url), client_name="mozaiks-bus:sinks-broker")
+        # the broker's own client when RQ is elsewhere: made at start, once the broker
+        # answers (a cluster client reads the topology as it is made)
+        self.broker: Any = self.client if settings.queue_url is None else None
         self.reconciler = Reconciler(self.client, settings, dead_after_s=self.options.dead_after_s,
                                      result_ttl=self.options.result_ttl_s)
         self._ctx = multiprocessing.get_context("spawn")
@@ -256,6 +257,11 @@ class SinkWorker:
         await availability.retry(lambda: asyncio.to_thread(refuse_cluster, self.client,
                                                            self.settings),
                                  what="the queue's Redis")
+        if self.broker is None:
+            url = str(self.settings.broker_url)
+            self.broker = await availability.retry(lambda: asyncio.to_thread(
+                create_sync_any_client, url, client_name="mozaiks-bus:sinks-broker"),
+                what="the broker")
         dispatcher = SinkDispatcher(bus, self.client,
                                     concurrency=self.options.dispatch_concurrency,
                                     result_ttl=self.options.result_ttl_s, broker=self.broker)
@@ -377,7 +383,7 @@ class SinkWorker:
             self.reconciler.forget(self.name)
             self.reconciler.sweep({child.name for child in self._children})
         self.client.close()
-        if self.broker is not self.client:
+        if self.broker is not None and self.broker is not self.client:
             self.broker.close()
 
 

@@ -47,10 +47,12 @@ class LoopbackCluster:
     """``primaries`` primaries, each with one replica; :attr:`nodes` primaries first."""
 
     def __init__(self, *, primaries: int = 3, node_args: Sequence[Sequence[str]] = (),
-                 appendonly: bool = True, node_timeout_ms: int = 2000) -> None:
+                 appendonly: bool = True, node_timeout_ms: int = 2000,
+                 replicas: bool = True) -> None:
         self.primaries = primaries
+        self.replicas = replicas
         self.nodes: list[RedisServer] = []
-        for index in range(primaries * 2):
+        for index in range(primaries * (2 if replicas else 1)):
             # no 5 s wait before a replica's first (diskless) sync: a replica that never
             # synced is not allowed to fail over, and the tests kill primaries early
             extra = [*("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
@@ -102,14 +104,14 @@ class LoopbackCluster:
                 clients[index].execute_command("CLUSTER ADDSLOTSRANGE", start, end)
             self._wait(lambda: all(len(_nodes(c)) == len(self.nodes) for c in clients),
                        "every node to know every other")
-            for index in range(self.primaries):
+            for index in range(self.primaries if self.replicas else 0):
                 primary_id = clients[index].execute_command("CLUSTER MYID")
                 clients[self.primaries + index].execute_command(
                     "CLUSTER REPLICATE", primary_id.decode() if isinstance(primary_id, bytes)
                     else primary_id)
             self._wait(lambda: all(_state(c) == "ok" for c in clients) and all(
                 _synced(c) for c in clients[self.primaries:]) and all(
-                _replicas_seen(c) == self.primaries for c in clients),
+                _replicas_seen(c) == (self.primaries if self.replicas else 0) for c in clients),
                 "cluster_state ok and every replica synced, as every node sees it")
         finally:
             for client in clients:

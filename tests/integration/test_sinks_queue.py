@@ -2,11 +2,12 @@
 
 Real redis-servers: the broker (streams) and the queue (RQ, the sinks' ledger) are two
 processes; a worker service delivers through both. A queue Redis that is a Cluster node
-is refused by name. (Issue 14 keeps RQ off a Cluster.)
+is refused by name; a Cluster broker works with a standalone queue.
 """
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,38 @@ def test_rq_and_the_sink_ledger_live_on_the_queue_redis_the_streams_on_the_broke
     finally:
         on_broker.close()
         on_queue.close()
+
+
+def test_sinks_on_a_cluster_broker_deliver_through_a_standalone_queue(
+    cluster_url: str, make_redis_server: MakeRedisServer, tmp_path: Path, target: Target,
+    workers: list[WorkerProcess],
+) -> None:
+    """The broker is a Redis Cluster (streams, start positions), RQ and the ledger on a
+    standalone Redis: every event delivered once, with its id as Idempotency-Key."""
+    queue = make_redis_server()
+    prefix = f"qc{uuid.uuid4().hex[:6]}"
+    path = write_config(tmp_path / "bus.toml", url=cluster_url, prefix=prefix,
+                        queue_url=queue.url, sinks=[{
+                            "name": "hooks", "url": target.url("/c"), "patterns": [TYPE],
+                            "attempts": 3, "backoff_base_s": 0.2, "timeout_s": 5.0}])
+    workers.append(WorkerProcess(path, tmp_path / "w.log").start())
+    settings = settings_for(cluster_url, prefix, path)
+    events = publish(settings, TYPE, [{"n": n} for n in range(20)])
+    with admin_client(settings) as ledger:
+        wait_until(lambda: sink_state(ledger, settings, "hooks").counters["delivered"] == 20,
+                   30, "20 deliveries")
+    assert sorted(c.headers["idempotency-key"] for c in target.received("/c")) == \
+        sorted(event.id for event in events)
+    with admin_client(settings, on="broker") as broker:
+        assert broker.exists(Keys(prefix).sink_since("hooks")) == 1
+
+
+def test_a_cluster_broker_without_queue_url_is_refused_naming_it() -> None:
+    settings = load_settings(broker_url="redis+cluster://127.0.0.1:1")
+    with pytest.raises(ConfigError) as caught:
+        _ = settings.queue_redis_url
+    assert caught.value.field == "queue_url"
+    assert "MOZAIKS_BUS_QUEUE_URL" in str(caught.value)
 
 
 def test_a_queue_url_for_a_cluster_is_refused_by_name() -> None:
