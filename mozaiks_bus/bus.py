@@ -271,8 +271,8 @@ class Bus:
 
         Each is validated and routed like :meth:`publish`; then every Redis write of the
         batch, and ``marks`` (the HTTP API's dedupe keys), go out in one MULTI/EXEC: all
-        stored or none (on one Redis; DESIGN "Beyond one Redis"). ``only_new`` (one mark
-        per remote event): one script instead, storing the events whose key is empty and
+        stored or none (on a Redis Cluster, within one slot; README "Redis Cluster").
+        ``only_new`` (one mark per remote event): the events whose key is empty, and
         nothing if a key holds a value other than its mark's. Returns per event ``1``
         (stored now) or the value found; local handlers run for the stored ones. Raises
         :class:`InvalidEvent` (nothing written) or a transport error."""

@@ -54,7 +54,8 @@ Why these slots (Redis Cluster hashes only the text inside the first ``{...}``):
 * ``dedupe`` and ``input_request`` are tagged by their own id so they spread. A dedupe
   claim (``SET NX EX``) and its release are single-key; the "done" mark (a plain
   ``SET``) rides in the MULTI that stores the batch, which on one Redis may span any
-  slots (a Cluster needs another path for batches; DESIGN "Beyond one Redis").
+  slots (on a Cluster the batch is one MULTI only within one slot; else the marks are
+  written after every event was stored: :mod:`mozaiks_bus.transports.cluster`).
 * A sink's state, circuit, pending set, dead letters and start mark share the tag
   ``{s}`` (sink names are ``[a-z0-9_-]``): a delivery outcome updates several of them in
   one MULTI.

@@ -198,9 +198,7 @@ class SinkWorker:
         self.keys = settings.keys
         self.name = f"{self.keys.sink_worker_prefix()}{socket.gethostname()}.{os.getpid()}"
         self.client = create_sync_client(url, client_name="mozaiks-bus:sinks")  # RQ, ledger
-        # the broker's own client when RQ is elsewhere: made at start, once the broker
-        # answers (a cluster client reads the topology as it is made)
-        self.broker: Any = self.client if settings.queue_url is None else None
+        self.broker: Any = self.client if settings.queue_url is None else None  # see _start
         self.reconciler = Reconciler(self.client, settings, dead_after_s=self.options.dead_after_s,
                                      result_ttl=self.options.result_ttl_s)
         self._ctx = multiprocessing.get_context("spawn")
@@ -257,11 +255,9 @@ class SinkWorker:
         await availability.retry(lambda: asyncio.to_thread(refuse_cluster, self.client,
                                                            self.settings),
                                  what="the queue's Redis")
-        if self.broker is None:
-            url = str(self.settings.broker_url)
+        if self.broker is None:  # made once it answers: a cluster client connects at once
             self.broker = await availability.retry(lambda: asyncio.to_thread(
-                create_sync_any_client, url, client_name="mozaiks-bus:sinks-broker"),
-                what="the broker")
+                create_sync_any_client, str(self.settings.broker_url)), what="the broker")
         dispatcher = SinkDispatcher(bus, self.client,
                                     concurrency=self.options.dispatch_concurrency,
                                     result_ttl=self.options.result_ttl_s, broker=self.broker)

@@ -12,7 +12,8 @@ and marked and the rest is not run.
 
 The ui scope's own script cannot run inside this one: events with the ui scope take
 the claim-then-store path. The keys the commands touch are passed as arguments, not
-declared, so this runs on one Redis (or Sentinel), not on a Cluster.
+declared, so this runs on one Redis (or Sentinel); the cluster transport claims each
+mark key first instead (:mod:`mozaiks_bus.transports.cluster`).
 """
 
 from __future__ import annotations
