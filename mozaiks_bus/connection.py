@@ -23,12 +23,14 @@ scrubs them with :func:`secrets_in`.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any, Protocol, TypedDict, Unpack, cast
 
 import fakeredis
 import redis
 import redis.asyncio as aioredis
+import redis.exceptions as rexc
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
@@ -113,11 +115,17 @@ class _SentinelRedis(redis.Redis):
 
 
 class _AsyncCluster(aioredis.RedisCluster):
-    """redis-py's asyncio cluster client, read the topology before its first command.
+    """redis-py's asyncio cluster client, with two mends:
 
-    redis-py 8.2 resolves a command's slot before it first initializes, and a command
-    whose keys it must ask the server about (GETDEL, XREADGROUP...) then fails with an
-    AttributeError on a client that has sent nothing yet."""
+    * the topology is read before the first command: redis-py 8.2 resolves a command's
+      slot before it first initializes, and a command whose keys it must ask the server
+      about (GETDEL, XREADGROUP...) then fails with an AttributeError;
+    * a command that fails because a node is gone refreshes the topology before the
+      error is raised, and points redis-py's command parser at a live primary (it
+      asks one node for the keys of commands like GETDEL, and kept asking the dead
+      one after a failover);
+    * XREAD/XREADGROUP are slotted by their STREAMS keys here: redis-py asked a node
+      (``COMMAND GETKEYS``) before every read, one more round trip each."""
 
     _ready = False
 
@@ -125,7 +133,32 @@ class _AsyncCluster(aioredis.RedisCluster):
         if not self._ready:
             await self.initialize()
             self._ready = True
-        return await super().execute_command(*args, **kwargs)
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except _NODE_GONE:
+            with contextlib.suppress(*_NODE_GONE, rexc.RedisError, OSError):
+                await self.nodes_manager.initialize()
+                primaries = self.get_primaries()
+                if primaries and self.commands_parser.node not in primaries:
+                    self.commands_parser.node = primaries[0]
+            raise
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        if command.upper() in ("XREADGROUP", "XREAD"):
+            at = next((i for i, arg in enumerate(args)
+                       if isinstance(arg, str | bytes) and arg.upper() in ("STREAMS", b"STREAMS")),
+                      None)
+            rest = args[at + 1:] if at is not None else ()
+            slots = {self.keyslot(key) for key in rest[:len(rest) // 2]}
+            if len(slots) == 1:
+                return slots.pop()
+        slot: int = await super()._determine_slot(command, *args)
+        return slot
+
+
+_NODE_GONE: tuple[type[BaseException], ...] = (
+    rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError,
+    rexc.RedisClusterException)
 
 
 class ClientOptions(TypedDict, total=False):

@@ -29,8 +29,8 @@ from mozaiks_bus.transports.cluster import ClusterTransport
 from tests.integration.cluster import LoopbackCluster
 from tests.integration.server_harness import ALL, PUB, ServeProcess, auth, serving
 from tests.integration.test_durable_faults import GROUP, TYPE, Admin, Proc, publish_many
-from tests.integration.test_fanout import spawn
-from tests.integration.test_server import _burst, connect, frames
+from tests.integration.test_fanout import three_subscribers_get_every_event_once_in_order
+from tests.integration.test_server import resume_mid_burst_on_the_other_worker
 from tests.support import make_bus, wait_for
 
 pytestmark = pytest.mark.integration
@@ -73,20 +73,7 @@ def admin(cluster_url: str, key_prefix: str) -> Iterator[Admin]:
 def test_three_subscriber_processes_get_1000_events_each_once_in_order(
     cluster_url: str, key_prefix: str, fanout_procs: list[Any]
 ) -> None:
-    count = 1000
-    subscribers = [spawn(fanout_procs, "subscribe", cluster_url, key_prefix, str(count))
-                   for _ in range(3)]
-    for proc in subscribers:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready", proc.stderr
-    emitter = spawn(fanout_procs, "emit", cluster_url, key_prefix, str(count))
-    out, err = emitter.communicate(timeout=60)
-    assert emitter.returncode == 0, err
-    assert out.strip() == "own " + ",".join(map(str, range(count)))
-    for proc in subscribers:
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
-        assert [int(line) for line in out.split()] == list(range(count))
+    three_subscribers_get_every_event_once_in_order(cluster_url, key_prefix, fanout_procs)
 
 
 async def test_listeners_on_different_nodes_hear_each_other_and_inputs_route_across(
@@ -181,18 +168,7 @@ def cluster_servers(cluster_url: str, prefix: str) -> Iterator[tuple[ServeProces
 async def test_a_websocket_resume_on_the_other_worker_has_no_gap(
     cluster_servers: tuple[ServeProcess, ServeProcess],
 ) -> None:
-    a, b = cluster_servers
-    chat = f"burst-{uuid.uuid4().hex[:6]}"
-    total = 600
-    async with connect(b, chat) as ws:
-        burst = asyncio.create_task(_burst(a, chat, total, 50))
-        first = await frames(ws, total // 2)
-    async with connect(a, chat, query=f"?last_event_id={first[-1]['id']}") as ws:
-        rest = await frames(ws, total - len(first))
-        await asyncio.wait_for(burst, WAIT_S)
-        with pytest.raises(TimeoutError):
-            await frames(ws, 1, timeout=0.5)
-    assert [frame["data"]["n"] for frame in first + rest] == list(range(total))
+    await resume_mid_burst_on_the_other_worker(*cluster_servers, total=600)
 
 
 def test_a_batch_across_slots_is_stored_once_and_a_retry_is_all_duplicates(

@@ -55,7 +55,14 @@ def spawn(procs: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[st
 def test_three_subscriber_processes_get_every_event_once_in_order(
     redis_url: str, key_prefix: str, procs: list[subprocess.Popen[str]]
 ) -> None:
-    count = 1000
+    three_subscribers_get_every_event_once_in_order(redis_url, key_prefix, procs)
+
+
+def three_subscribers_get_every_event_once_in_order(
+    redis_url: str, key_prefix: str, procs: list[subprocess.Popen[str]], count: int = 1000
+) -> None:
+    """Three subscriber processes, then an emitter process: each subscriber gets all
+    ``count`` events once, in order (shared with the cluster tests)."""
     subscribers = [spawn(procs, "subscribe", redis_url, key_prefix, str(count)) for _ in range(3)]
     for proc in subscribers:
         assert proc.stdout is not None

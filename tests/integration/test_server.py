@@ -122,9 +122,14 @@ async def _burst(server: ServeProcess, chat: str, total: int, batch: int) -> Non
 async def test_a_client_dropped_mid_burst_resumes_with_every_frame_once_in_order(
     servers: tuple[ServeProcess, ServeProcess],
 ) -> None:
-    a, b = servers
+    await resume_mid_burst_on_the_other_worker(*servers, total=1000)
+
+
+async def resume_mid_burst_on_the_other_worker(a: ServeProcess, b: ServeProcess, *,
+                                               total: int) -> None:
+    """A client on B drops halfway through a burst POSTed to A and resumes on A with its
+    last id: every frame once, in order, no resync notice (shared with the cluster)."""
     chat = f"burst-{uuid.uuid4().hex[:6]}"
-    total = 1000
     async with connect(b, chat) as ws:
         burst = asyncio.create_task(_burst(a, chat, total, 50))
         first = await frames(ws, total // 2)
