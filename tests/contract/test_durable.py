@@ -282,10 +282,10 @@ async def test_a_partitioned_type_keeps_each_subject_in_one_stream_in_order_and_
     handled: list[tuple[str, str, str]] = []  # (event id, Delivery.type, Delivery.stream)
 
     for bus in consumers:
-        @bus.consumer(TYPE, group="usage", retry=QUICK, max_deliveries=1)
+        @bus.consumer(TYPE, group="usage", retry=QUICK)
         async def tally(event: Event, delivery: Delivery) -> None:
             if event.data["n"] == -1:
-                raise ValueError("poison")
+                raise Unprocessable("poison")
             handled.append((event.id, delivery.type, delivery.stream))
 
     subjects = [f"chat-{k}" for k in range(12)]
