@@ -29,9 +29,15 @@ from redis.crc import key_slot
 
 from mozaiks_bus.connection import AsyncClient
 
-__all__ = ["Command", "commit_unless", "multi_exec"]
+__all__ = ["CLAIM_IF_EMPTY", "Command", "commit_unless", "multi_exec"]
 
 Command = tuple[Any, ...]
+CLAIM_IF_EMPTY = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+return redis.call('GET', KEYS[1])
+"""
+"""A one-key script: set ``KEYS[1]`` to ``ARGV[1]`` for ``ARGV[2]`` seconds unless it
+holds a value; answers 1 (taken) or the value found (the HTTP API's dedupe claims)."""
 _REDIRECTS = 5
 _TRYAGAIN_S = 0.05
 

@@ -36,15 +36,12 @@ from mozaiks_bus.connection import AsyncClient, text
 from mozaiks_bus.errors import BrokerUnavailable
 from mozaiks_bus.keys import KeyMark, Keys
 from mozaiks_bus.redis_errors import redis_errors
+from mozaiks_bus.transactions import CLAIM_IF_EMPTY
 
 __all__ = ["Claims", "DedupeClaims", "digest"]
 
 # This request's own claim, pending or marked done: a MULTI does not roll back, so a
 # store that failed inside EXEC (WRONGTYPE) may have written the "done" mark.
-_CLAIM = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
-return redis.call('GET', KEYS[1])
-"""
 _RELEASE = """
 local value = redis.call('GET', KEYS[1])
 if value == ARGV[1] or value == ARGV[2] then return redis.call('DEL', KEYS[1]) end
@@ -89,7 +86,7 @@ class DedupeClaims:
             return found
         try:
             replies = await asyncio.gather(*(
-                self._send(("EVAL", _CLAIM, 1, self.keys.dedupe(event_id),
+                self._send(("EVAL", CLAIM_IF_EMPTY, 1, self.keys.dedupe(event_id),
                             f"p:{item_digest}", self.pending_s))
                 for event_id, item_digest in items))
         except TimeoutError:

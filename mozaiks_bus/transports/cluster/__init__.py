@@ -53,6 +53,7 @@ from mozaiks_bus.keys import KeyMark
 from mozaiks_bus.routing import Scope, scope_parts
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.stats import BusStats
+from mozaiks_bus.transactions import CLAIM_IF_EMPTY
 from mozaiks_bus.transports.base import RemoteDeliver
 from mozaiks_bus.transports.cluster.router import ClusterRouter
 from mozaiks_bus.transports.redis import RedisTransport
@@ -62,11 +63,6 @@ __all__ = ["ClusterTransport"]
 
 logger = logging.getLogger("mozaiks_bus.cluster")
 
-# Take the key for this request unless it holds a value; answer 1 or that value.
-_CLAIM_IF_EMPTY = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
-return redis.call('GET', KEYS[1])
-"""
 _DROP_OWN_CLAIM = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -172,7 +168,7 @@ class ClusterTransport(RedisTransport):
         but nothing was stored)."""
         pending_ttl = int(self.settings.publish_timeout_s) + 11
         claims = await asyncio.gather(*(
-            self.execute(("EVAL", _CLAIM_IF_EMPTY, 1, mark.key, _pending(mark), pending_ttl))
+            self.execute(("EVAL", CLAIM_IF_EMPTY, 1, mark.key, _pending(mark), pending_ttl))
             for mark in marks))
         claimed = [index for index, reply in enumerate(claims) if reply == 1]
         blocked = any(reply != 1 and text(reply) != mark.value
