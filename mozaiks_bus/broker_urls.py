@@ -21,6 +21,7 @@ __all__ = [
     "SCHEMES",
     "BrokerUrl",
     "cluster_node_urls",
+    "is_cluster_url",
     "parse_broker_url",
     "redact_url",
     "secrets_in",
@@ -55,6 +56,11 @@ class BrokerUrl:
     def cluster(self) -> bool:
         """Whether this URL names a Redis Cluster."""
         return self.scheme in CLUSTER_SCHEMES
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether ``url``'s scheme names a Redis Cluster (no other check is made)."""
+    return url.partition("://")[0].lower() in CLUSTER_SCHEMES
 
 
 def redact_url(url: str) -> str:

@@ -44,6 +44,7 @@ from mozaiks_bus.broker_urls import (
     SCHEMES,
     BrokerUrl,
     cluster_node_urls,
+    is_cluster_url,
     parse_broker_url,
     redact_url,
     secrets_in,
@@ -63,6 +64,7 @@ __all__ = [
     "create_async_client",
     "create_sync_any_client",
     "create_sync_client",
+    "is_cluster_url",
     "parse_broker_url",
     "redact_url",
     "release_memory_server",
@@ -264,7 +266,7 @@ def create_sync_any_client(url: str, **options: Unpack[ClientOptions]) -> SyncCl
 
 
 def _refuse_cluster(url: str, source: str | None) -> None:
-    if url.partition("://")[0].lower() in CLUSTER_SCHEMES:
+    if is_cluster_url(url):
         raise ConfigError("broker_url", "this part of mozaiks-bus (the HTTP sink worker, the "
                           "MassTransit bridge, the demo) runs on one Redis or Sentinel, not "
                           "on a Redis Cluster", source=source)

@@ -147,9 +147,7 @@ def cluster_nodes(url: str) -> list[dict[str, Any]] | None:
 
 
 def _node_row(seed: str, addr: str, node: dict[str, Any]) -> dict[str, Any]:
-    host, _, port = addr.rpartition(":")
-    parts = urlsplit(seed)
-    node_url = parts._replace(netloc=_node_netloc(parts, host, int(port.split("@")[0]))).geturl()
+    node_url = _node_url(seed, addr)
     row: dict[str, Any] = {
         "node": addr, "role": "primary" if "master" in node["flags"] else "replica",
         "flags": node["flags"], "slots": sum(int(r[-1]) - int(r[0]) + 1 for r in node["slots"]),
@@ -219,10 +217,7 @@ def _cluster(client: redis.Redis, url: str, *, cluster_url: bool) -> Iterator[Ch
         yield Check("cluster", "ok", found + ", every slot served")
     for addr in sorted(primaries) + sorted(replicas):
         role = "primary" if addr in primaries else "replica"
-        host, _, port = addr.rpartition(":")
-        parts = urlsplit(url)
-        node_url = parts._replace(
-            netloc=_node_netloc(parts, host, int(port.split("@")[0]))).geturl()
+        node_url = _node_url(url, addr)
         node = create_sync_client(node_url, socket_timeout=5.0, retries=0)
         try:
             yield from _durability(_node_config(node), f"{addr} ({role})")
@@ -243,10 +238,14 @@ def _cluster_state(info: Any) -> str:
     return "?"
 
 
-def _node_netloc(parts: Any, host: str, port: int) -> str:
-    """``parts``' credentials at ``host:port`` (another node of the same cluster)."""
+def _node_url(url: str, addr: str) -> str:
+    """``url`` (a node's) with its credentials and options, at ``addr`` (another node
+    of the same cluster, as CLUSTER NODES names it: ``host:port[@bus-port]``)."""
+    host, _, port = addr.rpartition(":")
+    parts = urlsplit(url)
     auth = parts.netloc.rpartition("@")[0]
-    return f"{auth}@{host}:{port}" if auth else f"{host}:{port}"
+    where = f"{host}:{int(port.split('@')[0])}"
+    return parts._replace(netloc=f"{auth}@{where}" if auth else where).geturl()
 
 
 def _persistence(config: dict[str, Any]) -> Check:

@@ -45,7 +45,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mozaiks_bus import names
-from mozaiks_bus.connection import parse_broker_url, redact_url
+from mozaiks_bus.connection import is_cluster_url, parse_broker_url, redact_url
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.event import DEFAULT_SOURCE
 from mozaiks_bus.keys import Keys
@@ -265,7 +265,7 @@ class BusSettings(BaseSettings):
     def _check_queue_url(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        if "cluster" in value.split("://", 1)[0].lower():
+        if is_cluster_url(value):
             raise ValueError("RQ (the sink worker's queue) does not run on Redis Cluster: "
                              "point queue_url at a standalone or Sentinel Redis")
         try:
@@ -327,8 +327,7 @@ class BusSettings(BaseSettings):
     def queue_redis_url(self) -> str | None:
         """Where RQ and the sinks' ledger live: ``queue_url``, else the broker (never a
         Redis Cluster: a cluster broker needs ``queue_url``, ConfigError names it)."""
-        if self.queue_url is None and self.broker_url and \
-                "cluster" in self.broker_url.partition("://")[0].lower():
+        if self.queue_url is None and self.broker_url and is_cluster_url(self.broker_url):
             raise ConfigError("queue_url", "the broker is a Redis Cluster and RQ (the HTTP "
                               "sink worker's queue) does not run on one: set queue_url "
                               "(MOZAIKS_BUS_QUEUE_URL) to a standalone or Sentinel Redis")

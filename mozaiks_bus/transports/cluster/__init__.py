@@ -76,6 +76,7 @@ class ClusterTransport(RedisTransport):
         self._broker = parse_broker_url(url)
         self._listen_index = itertools.count()
         self._listening_at: str | None = None
+        self._partitions = settings.partitions
         super().__init__(url, settings=settings, stats=stats)
         self.router: ClusterRouter | None = None
 
@@ -197,7 +198,7 @@ class ClusterTransport(RedisTransport):
         for event, scopes, _ in items:
             parts = scope_parts(scopes)
             if parts.durable:
-                stream = self.settings.partitions.stream_name(event)
+                stream = self._partitions.stream_name(event)
                 slots.add(key_slot(self.keys.stream(stream).encode()))
             if parts.ui and event.subject:
                 slots.add(key_slot(self.keys.ui_history(event.subject).encode()))
