@@ -206,13 +206,7 @@ class GroupConsumer:
                     count=taken, block=None if recovering else self.settings.consumer_block_ms,
                 )
             except REDIS_ERRORS as exc:
-                if is_group_vanished(exc):
-                    await self._recreate_group(key)
-                elif isinstance(exc, rexc.ResponseError):
-                    logger.error("reading %s failed: %s", key, exc)
-                    await _READ_ERROR_BACKOFF.sleep()
-                else:
-                    await self._availability.pause(f"reading {key}", exc, backoff)
+                await _read_failed(self, key, exc, backoff)
                 continue
             if backoff.reset():
                 self._availability.found(f"reading {key}")
@@ -254,7 +248,10 @@ class GroupConsumer:
                 self._work.task_done()
 
     async def _delivery_count(self, key: str, sid: str) -> int:
-        rows = await self._client.xpending_range(key, self.spec.group, sid, sid, 1)
+        try:
+            rows = await self._client.xpending_range(key, self.spec.group, sid, sid, 1)
+        except REDIS_ERRORS:  # not known now: counted as a first delivery, not lost
+            return 1
         return int(rows[0]["times_delivered"]) if rows else 1
 
     # -- handling -----------------------------------------------------------------------
@@ -338,6 +335,23 @@ class GroupConsumer:
         self._retries.schedule(entry, delay)
         self.stats.incr("retried")
         return True
+
+
+async def _read_failed(consumer: GroupConsumer, key: str, exc: BaseException,
+                       backoff: Backoff) -> None:
+    """After a failed read: recreate a vanished group, wait out a lost link; a read
+    loop never ends on a Redis error (its own recovery failing included)."""
+    try:
+        if is_group_vanished(exc):
+            await consumer._recreate_group(key)  # the consumer's own helper
+            return
+    except REDIS_ERRORS as again:  # the group could not be made now: try again later
+        exc = again
+    if isinstance(exc, rexc.ResponseError) and not is_group_vanished(exc):
+        logger.error("reading %s failed: %s", key, exc)
+        await _READ_ERROR_BACKOFF.sleep()
+    else:
+        await consumer._availability.pause(f"reading {key}", exc, backoff)
 
 
 async def _invoke(handler: ConsumerHandler, is_async: bool, args: tuple[Any, ...]) -> None:

@@ -96,8 +96,13 @@ class Settler:
                 ids.append(decode_entry(fields)[0].id if fields else "")
             except InvalidEvent:
                 ids.append("")
-        scores = await self._client.zmscore(self._keys.processed_ids(self._group, type_name),
-                                            ids)
+        try:
+            scores = await self._client.zmscore(
+                self._keys.processed_ids(self._group, type_name), ids)
+        except REDIS_ERRORS as exc:  # the WATCHed commit still refuses a second copy
+            logger.warning("could not read the processed ids of %s (%s): checked at commit",
+                           type_name, exc)
+            return [False] * len(entries)
         return [score is not None for score in scores]
 
     async def ack_at_once(self, key: str, sid: str) -> None:
