@@ -4,10 +4,15 @@ An :class:`Event` is immutable. Its ``id`` is a UUIDv7 (RFC 9562) string: unique
 and sortable by creation time (monotonic within one process). ``time`` is always an
 aware UTC datetime and is written as RFC 3339 with a ``Z`` suffix.
 
-Type names follow ``^[a-z][a-z0-9_]*(\\.[a-z0-9_]+)*$`` and are at most 128
-characters; subscription patterns may also use ``*`` inside a segment (see
-:mod:`mozaiks_bus.patterns`). Anything else raises :class:`InvalidEvent` naming the
-rule, before any transport sees it.
+Type names (:data:`TYPE_PATTERN`) are CloudEvents-style: dot-separated, non-empty
+segments of ASCII letters in either case, digits, ``_`` and ``-``, the name starting
+with a letter, at most 128 characters (``order.created``, ``com.example.order-created``,
+``Order.Created``). Names are case-sensitive, as CloudEvents ``type`` is:
+``Order.Created`` and ``order.created`` are two types, with two streams. Spaces, ``*``,
+``{``/``}`` (Redis hash tags), ``:`` (the partition separator in stream names), control
+characters and anything else raise :class:`InvalidEvent` naming the rule, before any
+transport sees them. Subscription patterns may also use ``*`` inside a segment (see
+:mod:`mozaiks_bus.patterns`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +36,7 @@ __all__ = [
     "JSON_RULE",
     "MAX_TYPE_LENGTH",
     "SPECVERSION",
+    "TYPE_PATTERN",
     "TYPE_RULE",
     "Event",
     "format_time",
@@ -43,21 +49,18 @@ __all__ = [
 SPECVERSION = "1.0"
 DEFAULT_SOURCE = "mozaiks"  # the default service name (settings.DEFAULT_SERVICE)
 MAX_TYPE_LENGTH = 128
+TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$"
+"""The type-name rule as a regular expression (also the HTTP API's JSON Schema)."""
 TYPE_RULE = (
-    "must match ^[a-z][a-z0-9_]*(\\.[a-z0-9_]+)*$ (lowercase ASCII letters, digits, "
-    f"'_', segments joined by '.') and be at most {MAX_TYPE_LENGTH} characters"
+    f"must match {TYPE_PATTERN} (dot-separated non-empty segments of ASCII letters, "
+    "digits, '_' and '-', starting with a letter; no spaces, '*', '{}', ':' or control "
+    f"characters) and be at most {MAX_TYPE_LENGTH} characters"
 )
 EXTENSION_ATTRIBUTES = ("correlationid", "causationid", "traceparent")
 
-_TYPE_RE = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*")
-_CORE_ATTRIBUTES = frozenset(
-    {"specversion", "id", "type", "source", "time", "subject", "datacontenttype", "data"}
-)
+_TYPE_RE = re.compile(TYPE_PATTERN)  # used with fullmatch: no trailing newline slips by
 _EXTENSION_NAME_RE = re.compile(r"[a-z0-9]{1,20}")
 _WIRE_OPTIONAL = ("subject", *EXTENSION_ATTRIBUTES)
-_WIRE_KEYS = frozenset(
-    {"specversion", "id", "type", "source", "time", "datacontenttype", "data", *_WIRE_OPTIONAL}
-)
 _MAX_ID_LENGTH = 256
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
@@ -295,9 +298,12 @@ class Event:
 
 
 _KNOWN_TYPES: set[str] = set()  # type names that passed the rule (bounded below)
-_FIELDS = ("type", "source", "id", "time", "data", "subject", "datacontenttype",
-           "specversion", "correlationid", "causationid", "traceparent", "extensions")
+_FIELDS = tuple(item.name for item in fields(Event))  # == Event.__slots__, in order
 _SETTERS = tuple(Event.__dict__[name].__set__ for name in _FIELDS)  # slot descriptors
+# Wire attributes: every field but the ``extensions`` mapping, whose keys are written
+# as attributes of their own.
+_WIRE_KEYS = frozenset(_FIELDS) - {"extensions"}
+_CORE_ATTRIBUTES = _WIRE_KEYS - set(EXTENSION_ATTRIBUTES)
 _new = object.__new__
 
 
@@ -308,6 +314,8 @@ def _build(  # noqa: PLR0917  # positional on purpose: the publish hot path
     """An event from validated attributes, through the slot descriptors (see
     :func:`_trusted`)."""
     event: Event = _new(Event)
+    # _SETTERS are in field order; a test builds every field through here and fails
+    # if this unpacking drifts from the class.
     (s_type, s_source, s_id, s_time, s_data, s_subject, s_content_type, s_spec, s_corr,
      s_cause, s_trace, s_ext) = _SETTERS
     s_type(event, type_name)

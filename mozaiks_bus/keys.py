@@ -66,7 +66,10 @@ Why these slots (Redis Cluster hashes only the text inside the first ``{...}``):
   spreads channels by their full name.
 
 Nothing user-controlled sits unescaped inside braces. Type names are validated by
-:func:`mozaiks_bus.event.validate_type` (``[a-z0-9_.]``); group names must match
+:func:`mozaiks_bus.event.validate_type` (``A-Z a-z 0-9 _ - .``: no ``{``, ``}``, ``:``,
+``*``, ``?``, ``[`` or space, so a type can neither open a hash tag nor fake a partition
+suffix or a glob; Redis names are case-sensitive like type names, so ``Order.Created``
+and ``order.created`` get distinct keys); group names must match
 ``[A-Za-z0-9_.-]{1,64}``; chat, event and request ids (``c'``, ``i'``, ``r'``) are
 percent-encoded (UTF-8; only ``A-Z a-z 0-9 _ . - ~`` kept), which is injective and leaves
 no ``{``, ``}``, ``*``, ``?``, ``[`` or ``:`` in the name.

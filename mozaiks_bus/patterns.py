@@ -4,9 +4,15 @@ A pattern is a type name in which any segment may contain ``*`` after its first
 character (``chat.*``, ``subscription_*``, ``entitlement.limit_*``), or the lone ``*``
 that matches every type. ``*`` matches any run of characters, dots included, so
 ``chat.*`` matches ``chat.run_complete`` and ``chat.orchestration.run_started``.
-Patterns follow ``^[a-z][a-z0-9_*]*(\\.[a-z0-9_*]+)*$`` (DESIGN.md's rule, widened so
-the first segment can hold a ``*`` too, as its own ``subscription_*`` example needs) and
-are at most 128 characters.
+Patterns follow :data:`PATTERN_REGEX`: a type name (:data:`mozaiks_bus.event.TYPE_PATTERN`:
+dot-separated non-empty segments of ASCII letters in either case, digits, ``_`` and
+``-``, starting with a letter) in which ``*`` may also appear anywhere after the first
+character (DESIGN.md's rule, widened so the first segment can hold a ``*`` too, as its
+own ``subscription_*`` example needs), at most 128 characters.
+
+Matching is case-sensitive, as CloudEvents types are: ``order.*`` does not match
+``Order.Created``; write ``Order.*`` (or ``*``) for it. The same holds for routes,
+sinks, tokens' ``publish_patterns`` and the Redis PSUBSCRIBE patterns built from them.
 """
 
 from __future__ import annotations
@@ -15,14 +21,18 @@ import re
 from functools import lru_cache
 
 from mozaiks_bus.errors import InvalidEvent
+from mozaiks_bus.event import MAX_TYPE_LENGTH
 
-__all__ = ["PATTERN_RULE", "Pattern", "compile_pattern", "validate_pattern"]
+__all__ = ["PATTERN_REGEX", "PATTERN_RULE", "Pattern", "compile_pattern", "validate_pattern"]
 
+PATTERN_REGEX = r"^[A-Za-z][A-Za-z0-9_*-]*(\.[A-Za-z0-9_*-]+)*$"
+"""The pattern rule as a regular expression (the lone ``*`` is allowed besides)."""
 PATTERN_RULE = (
-    "must match ^[a-z][a-z0-9_*]*(\\.[a-z0-9_*]+)*$ or be exactly '*', "
-    "at most 128 characters"
+    f"must match {PATTERN_REGEX} or be exactly '*' (a type name that may also hold '*' "
+    f"after its first character; matching is case-sensitive) and be at most "
+    f"{MAX_TYPE_LENGTH} characters"
 )
-_PATTERN_RE = re.compile(r"[a-z][a-z0-9_*]*(?:\.[a-z0-9_*]+)*")
+_PATTERN_RE = re.compile(PATTERN_REGEX)  # used with fullmatch
 
 
 def validate_pattern(pattern: object, *, field: str = "pattern") -> str:
@@ -31,7 +41,7 @@ def validate_pattern(pattern: object, *, field: str = "pattern") -> str:
         raise InvalidEvent(field, "must be a string", value=pattern)
     if pattern == "*":
         return pattern
-    if len(pattern) > 128 or _PATTERN_RE.fullmatch(pattern) is None:
+    if len(pattern) > MAX_TYPE_LENGTH or _PATTERN_RE.fullmatch(pattern) is None:
         raise InvalidEvent(field, PATTERN_RULE, value=pattern)
     return pattern
 

@@ -1,4 +1,9 @@
-"""Pydantic models and JSON Schemas of the API, with the examples shown at ``/docs``."""
+"""Pydantic models and JSON Schemas of the API, with the examples shown at ``/docs``.
+
+An event's ``type`` is described by :data:`mozaiks_bus.event.TYPE_PATTERN`, the very rule
+the handler applies (:func:`mozaiks_bus.event.validate_type`), so ``/docs`` cannot state
+another one.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mozaiks_bus.event import MAX_TYPE_LENGTH
+from mozaiks_bus.event import MAX_TYPE_LENGTH, TYPE_PATTERN
 
 __all__ = [
     "ERRORS",
@@ -24,8 +29,12 @@ __all__ = [
     "input_request_body",
 ]
 
-_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$"
 _TEXT = {"type": "string", "minLength": 1, "maxLength": 1024}
+_TYPE_DESCRIPTION = (
+    "The event type, CloudEvents-style and case-sensitive: dot-separated non-empty segments "
+    "of ASCII letters (either case), digits, `_` and `-`, starting with a letter; no "
+    "spaces, `*`, `{}`, `:` or control characters."
+)
 EVENT_EXAMPLE: dict[str, Any] = {
     "specversion": "1.0",
     "id": "01938f6e-7c1a-7b2e-9a51-3f0d2c4b5e61",
@@ -54,7 +63,9 @@ def _event_schema() -> dict[str, Any]:
         "properties": {
             "specversion": {"type": "string", "enum": ["1.0"], "default": "1.0"},
             "id": {"type": "string", "minLength": 1, "maxLength": 256},
-            "type": {"type": "string", "pattern": _TYPE_PATTERN, "maxLength": MAX_TYPE_LENGTH},
+            "type": {"type": "string", "pattern": TYPE_PATTERN, "maxLength": MAX_TYPE_LENGTH,
+                     "description": _TYPE_DESCRIPTION,
+                     "examples": ["order.created", "com.example.order-created"]},
             "source": _TEXT,
             "time": {"type": "string", "format": "date-time"},
             "subject": {"type": "string", "minLength": 1, "maxLength": 256},
@@ -95,7 +106,7 @@ class ErrorBody(BaseModel):
     """Every error answer."""
 
     error: str = Field(examples=["invalid_event"])
-    message: str = Field(examples=["[0].type: must match ^[a-z][a-z0-9_]*(\\.[a-z0-9_]+)*$"])
+    message: str = Field(examples=[f"[0].type: must match {TYPE_PATTERN}"])
     field: str | None = Field(default=None, examples=["[0].type"])
     rule: str | None = None
 

@@ -13,6 +13,7 @@ from redis.crc import key_slot
 
 from mozaiks_bus import keys as keys_module
 from mozaiks_bus.errors import ConfigError, InvalidEvent
+from mozaiks_bus.event import MAX_TYPE_LENGTH, TYPE_PATTERN
 from mozaiks_bus.keys import MAX_ID_LENGTH, Keys
 
 TAG_RE = re.compile(r"\{([^}]*)\}")
@@ -120,7 +121,39 @@ def test_fanout_channels_carry_no_tag_and_match_the_pattern() -> None:
     assert not fnmatchcase(k.ui_channel("c"), k.fanout_pattern())
 
 
-@pytest.mark.parametrize("type_name", ["Chat.Run", "a{b}", "chat.*", "", "a..b", "a" * 129, None])
+type_names = st.from_regex(TYPE_PATTERN, fullmatch=True).filter(
+    lambda name: len(name) <= MAX_TYPE_LENGTH)
+
+
+def test_cloudevents_style_types_get_their_own_tagged_keys() -> None:
+    k = Keys()
+    assert k.stream("com.example.order-created") == "mozaiks:stream:{com.example.order-created}"
+    assert k.stream("Order.Created") == "mozaiks:stream:{Order.Created}"
+    assert k.stream("Order.Created") != k.stream("order.created")  # case-sensitive types
+    assert k.dead_letter_stream("Order.Created:p3") == "mozaiks:dlq:{Order.Created:p3}"
+    assert k.fanout_channel("Order.Created") == "mozaiks:fanout:Order.Created"
+    # PSUBSCRIBE globs are case-sensitive like the library's pattern matching
+    assert fnmatchcase(k.fanout_channel("Order.Created"), k.fanout_subscription("Order.*"))
+    assert not fnmatchcase(k.fanout_channel("Order.Created"), k.fanout_subscription("order.*"))
+
+
+@given(type_names, type_names)
+def test_every_valid_type_gives_one_tag_and_distinct_keys(first: str, second: str) -> None:
+    k = Keys()
+    stream = k.stream(first)
+    assert hash_tag(stream) == first  # the whole type is the tag: no brace in it
+    assert stream.count("{") == stream.count("}") == 1
+    assert slot(k.dead_letter_stream(first)) == slot(stream)
+    assert slot(k.processed_ids("g", first)) == slot(stream)
+    channel = k.fanout_channel(first)
+    assert k.fanout_type(channel.encode()) == first
+    assert not re.search(r"[*?\[\]\\\s:]", first)  # nothing a glob or a partition reads
+    assert (k.stream(first) == k.stream(second)) == (first == second)
+    assert (channel == k.fanout_channel(second)) == (first == second)
+
+
+@pytest.mark.parametrize("type_name", ["chat run", "a{b}", "a}b", "chat.*", "", "a..b",
+                                       "a:b", "-a", "a" * 129, None])
 def test_type_names_are_validated(type_name: object) -> None:
     k = Keys()
     for method in (k.stream, k.dead_letter_stream, k.fanout_channel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mozaiks_bus import ConfigError, InvalidEvent
-from mozaiks_bus.patterns import Pattern, validate_pattern
+from mozaiks_bus.patterns import PATTERN_RULE, Pattern, validate_pattern
 from mozaiks_bus.routing import RoutingTable, Scope
 
 L, F, D, U = Scope.LOCAL, Scope.FANOUT, Scope.DURABLE, Scope.UI
@@ -24,17 +24,40 @@ L, F, D, U = Scope.LOCAL, Scope.FANOUT, Scope.DURABLE, Scope.UI
         ("*", "anything.at.all", True),
         ("settings_updated", "settings_updated", True),
         ("settings_updated", "settings_updated2", False),
+        ("com.example.*", "com.example.order-created", True),
+        ("com.*-created", "com.example.order-created", True),
+        ("Order.*", "Order.Created", True),
+        # case-sensitive, as CloudEvents types are
+        ("order.*", "Order.Created", False),
+        ("Order.*", "order.created", False),
+        ("Order.Created", "order.created", False),
+        ("order-*", "order_created", False),
     ],
 )
 def test_pattern_matching(pattern: str, name: str, expected: bool) -> None:
     assert Pattern(pattern).matches(name) is expected
 
 
-@pytest.mark.parametrize("bad", ["*.x", "Chat.*", "chat..*", "a b", "a.{x}", "x" * 129, ""])
+@pytest.mark.parametrize("bad", ["*.x", "-x.*", "chat..*", "a b", "a.{x}", "x:*", "x.*\t",
+                                 "x?", "x[ab]", "x" * 129, "", "**."])
 def test_bad_patterns_are_rejected(bad: str) -> None:
     with pytest.raises(InvalidEvent) as info:
         validate_pattern(bad)
     assert info.value.field == "pattern"
+    assert info.value.rule == PATTERN_RULE
+
+
+@pytest.mark.parametrize("good", ["Chat.*", "com.example.order-*", "Order.Created", "x-*.y_*",
+                                  "x" * 128])
+def test_cloudevents_style_patterns_are_accepted(good: str) -> None:
+    assert validate_pattern(good) == good
+
+
+def test_a_route_on_a_cloudevents_type_applies_to_it_only_in_its_case() -> None:
+    table = RoutingTable([("com.example.order-*", ["durable"]), ("Order.*", ["durable"])])
+    assert table.route("com.example.order-created").scopes == L | D
+    assert table.route("Order.Created").scopes == L | D
+    assert table.route("order.created").scopes == L | F  # another type: the default
 
 
 @pytest.mark.parametrize(
