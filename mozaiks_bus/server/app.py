@@ -10,6 +10,11 @@ token whose environment variable is unset.
 
 ``uvicorn mozaiks_bus.server:create_app --factory`` works as well as ``mozaiks-bus
 serve``; in both, uvicorn's log lines are scrubbed of ``token=`` values.
+
+``/docs`` (Swagger UI) and ``/redoc`` load their scripts and style sheets from this
+server (``/docs-assets/``, the files the ``fastapi-offline`` package installs), never
+from a CDN: they work on an offline host, and no third-party script runs on the
+console's origin.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from mozaiks_bus._version import __version__
 from mozaiks_bus.bus import Bus
@@ -36,9 +42,10 @@ from mozaiks_bus.server.metrics import HttpMetrics, ServerMetrics
 from mozaiks_bus.server.state import ServerState, redis_client
 from mozaiks_bus.settings import BusSettings, load_settings
 
-__all__ = ["create_app"]
+__all__ = ["DOCS_ASSETS_URL", "create_app"]
 
 logger = logging.getLogger("mozaiks_bus.server")
+DOCS_ASSETS_URL = "/docs-assets"  # Swagger UI's and ReDoc's files, served from the package
 DESCRIPTION = """\
 Publish CloudEvents over HTTP (deduped by id, all or nothing), administer durable
 streams, dead letters and sinks, and follow a chat over a WebSocket.
@@ -116,8 +123,8 @@ def create_app(bus: Bus | None = None, settings: BusSettings | None = None) -> F
             if bus is None:
                 await the_bus.stop()
 
-    app = FastAPI(title="mozaiks-bus", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan)
+    app = FastAPIOffline(title="mozaiks-bus", version=__version__, description=DESCRIPTION,
+                         lifespan=lifespan, static_url=DOCS_ASSETS_URL)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
     app.add_middleware(HttpMetrics, metrics=metrics)

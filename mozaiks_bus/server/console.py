@@ -5,6 +5,8 @@ no build step, no CDN) and hold no admin data: everything the console shows come
 the admin API (``/v1/streams``, ``/v1/dead-letters``, ``/v1/sinks``, ``/readyz``) with the
 token the operator typed into the "Admin token" field, which the page keeps in the
 tab's ``sessionStorage`` and sends only in ``Authorization`` headers, never in a URL.
+With no API token configured (open mode: loopback clients only) the page is served
+with ``data-auth="open"`` and says that no token is needed instead of asking for one.
 
 ``WS /v1/admin/tail``: the live tail. A browser cannot set headers on a WebSocket, and
 the token must not go into the URL, so the first message the client sends is
@@ -25,7 +27,7 @@ from collections import OrderedDict
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, Response
 
 from mozaiks_bus.durable.tail import tail_streams
@@ -49,9 +51,14 @@ def _asset(name: str) -> bytes:
 
 
 @router.get("/console", include_in_schema=False)
-async def console_page() -> HTMLResponse:
-    """The console (static; it fetches its data with the typed token)."""
-    return HTMLResponse(_asset("index.html"), headers={"Cache-Control": "no-store"})
+async def console_page(request: Request) -> HTMLResponse:
+    """The console (static; it fetches its data with the typed token, or none in open
+    mode)."""
+    page = _asset("index.html")
+    state: ServerState = request.app.state.mozaiks
+    if state.auth.open:
+        page = page.replace(b'data-auth="tokens"', b'data-auth="open"', 1)
+    return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/console/{name}", include_in_schema=False)

@@ -228,3 +228,31 @@ async def test_a_sink_dead_letter_is_listed_replayed_and_purged(
         state = sink_state(client, settings, "email")
     assert state.queued == 1, "the replayed delivery waits in the sink's RQ queue"
     assert state.dead_letters == 0
+
+
+async def test_open_mode_says_no_token_is_needed_and_shows_the_data(
+    redis_url: str, key_prefix: str,
+) -> None:
+    """No API token configured: no sign-in form, a notice saying why, the streams at once."""
+    if not HAVE_CHROMIUM:
+        pytest.skip("Debian's chromium is not installed")
+    settings = make_settings(redis_url, prefix=key_prefix, **FAST, api_tokens=[])
+    async with serve_app(settings) as served, playwright_api.async_playwright() as pw:
+        await publish(served, 2)
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                           args=ARGS)
+        try:
+            page = await browser.new_page()
+            page.set_default_timeout(15_000)
+            await page.goto(f"{served.url}/console")
+            notice = page.get_by_role("region", name="No token needed")
+            await expect(notice).to_be_visible()
+            await expect(notice).to_contain_text("MOZAIKS_BUS_API_TOKENS")
+            await expect(page.get_by_label("Admin token")).to_be_hidden()
+            await expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+            row = page.get_by_role("table", name="Streams").get_by_role("row").filter(
+                has_text=TYPE)
+            await expect(row.get_by_role("cell").nth(1)).to_have_text("2")  # Length
+            await shot(page, "console-open-mode")
+        finally:
+            await browser.close()

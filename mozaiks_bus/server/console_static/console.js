@@ -10,7 +10,10 @@ let refreshTimer = null;
 let tailSocket = null;
 
 const $ = (id) => document.getElementById(id);
-const token = () => sessionStorage.getItem(TOKEN_KEY);
+// The server marks the page "open" when it has no API token configured (loopback only).
+const OPEN = () => document.body.dataset.auth === "open";
+const token = () => (OPEN() ? "" : sessionStorage.getItem(TOKEN_KEY));
+const signedIn = () => OPEN() || Boolean(token());
 
 class Refused extends Error {}
 
@@ -28,7 +31,8 @@ function row(cells) {
 }
 
 async function api(path, options = {}) {
-  const headers = Object.assign({}, options.headers, { Authorization: `Bearer ${token()}` });
+  const headers = Object.assign({}, options.headers,
+    OPEN() ? {} : { Authorization: `Bearer ${token()}` });
   const response = await fetch(path, Object.assign({}, options, { headers }));
   if (response.status === 401 || response.status === 403) {
     signOut(`The token was refused (${response.status}). Sign in again.`);
@@ -40,10 +44,11 @@ async function api(path, options = {}) {
   return response;
 }
 
-function showConsole(signedIn) {
-  $("sign-in").hidden = signedIn;
-  $("console").hidden = !signedIn;
-  $("sign-out").hidden = !signedIn;
+function showConsole(shown) {
+  $("sign-in").hidden = shown || OPEN();
+  $("open-mode").hidden = !OPEN();
+  $("console").hidden = !shown;
+  $("sign-out").hidden = !shown || OPEN();
 }
 
 function signOut(message) {
@@ -145,7 +150,7 @@ async function renderHealth() {
 }
 
 async function refresh() {
-  if (!token()) return;
+  if (!signedIn()) return;
   try {
     const [streams, letters, sinks] = await Promise.all([
       api("/v1/streams").then((r) => r.json()),
@@ -205,7 +210,7 @@ async function signIn(event) {
   $("token").value = "";
   $("sign-in-error").textContent = "";
   await refresh();
-  if (token()) {
+  if (signedIn()) {
     refreshTimer = setInterval(refresh, REFRESH_MS);
     startTail($("pattern").value || "*");
   }
@@ -218,9 +223,9 @@ document.addEventListener("DOMContentLoaded", () => {
     event.preventDefault();
     startTail($("pattern").value || "*");
   });
-  if (token()) {
+  if (signedIn()) {
     refresh().then(() => {
-      if (token()) {
+      if (signedIn()) {
         refreshTimer = setInterval(refresh, REFRESH_MS);
         startTail($("pattern").value || "*");
       }
