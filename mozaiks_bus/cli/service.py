@@ -8,6 +8,7 @@ import click
 
 from mozaiks_bus.cli._common import EXIT_CONFIG, dump_json, fail, load_cli_settings
 from mozaiks_bus.errors import ConfigError
+from mozaiks_bus.settings.env_names import find_misspellings, reported_by_caller
 
 __all__ = ["config_command", "schema_command", "serve_command", "worker_command"]
 
@@ -15,10 +16,14 @@ __all__ = ["config_command", "schema_command", "serve_command", "worker_command"
 @click.command("config")
 @click.pass_context
 def config_command(ctx: click.Context) -> None:
-    """Print the effective settings as JSON (passwords masked)."""
-    settings = load_cli_settings(ctx)
+    """Print the effective settings as JSON (passwords masked); on stderr, the config
+    file read and every variable that looks like a misspelled MOZAIKS_* one."""
+    with reported_by_caller():
+        settings = load_cli_settings(ctx)
     source = settings.config_file or "none (environment and defaults only)"
     click.echo(f"config file: {source}", err=True)
+    for found in find_misspellings(settings):
+        click.echo(f"warning: {found}", err=True)
     click.echo(dump_json(settings.redacted_dump()))
 
 

@@ -15,6 +15,8 @@ do). Failing checks make the command exit non-zero:
   (it would meet MOVED); every node (found with CLUSTER NODES, reached with the URL's
   credentials) gets the persistence and eviction checks, named by address and role: a
   promoted replica must be as durable as its primary;
+* a variable that looks like a misspelled ``MOZAIKS_*`` one (a warning naming the
+  likely intended variable);
 * hints (warnings, not failures): no TLS to a non-loopback host, the default user
   without a password, ``appendfsync no``;
 * with ``amqp_url`` (the MassTransit bridge): RabbitMQ answers, and aio-pika is
@@ -40,6 +42,7 @@ from mozaiks_bus.connection import (
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.settings import BusSettings
+from mozaiks_bus.settings.env_names import find_misspellings
 
 __all__ = ["Check", "cluster_nodes", "run_checks"]
 
@@ -58,8 +61,13 @@ class Check:
 
 
 def run_checks(settings: BusSettings) -> list[Check]:
-    """Every check against the configured broker (connects, reads CONFIG/INFO, writes
-    nothing)."""
+    """Misspelled ``MOZAIKS_*`` variables (warnings), then every check against the
+    configured broker (connects, reads CONFIG/INFO, writes nothing)."""
+    return [Check("environment", "warn", str(found), f"rename it to {found.suggestion}")
+            for found in find_misspellings(settings)] + _broker_checks(settings)
+
+
+def _broker_checks(settings: BusSettings) -> list[Check]:
     url = settings.broker_url
     if not url:
         return [Check("broker", "fail", "MOZAIKS_BROKER_URL is not set",

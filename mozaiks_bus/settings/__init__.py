@@ -82,6 +82,7 @@ from mozaiks_bus.settings.api import (
     ApiToken,
     check_origins,
 )
+from mozaiks_bus.settings.env_names import warn_misspellings
 from mozaiks_bus.settings.routes import RouteRule, RouteScope
 from mozaiks_bus.settings.sinks import BUILTIN_SINK_FORMATS, SinkConfig, unique_names
 
@@ -372,9 +373,18 @@ def load_settings(
     """Load the settings: ``overrides`` > ``env`` (default ``os.environ``) > TOML > defaults.
 
     ``config_path`` replaces ``$MOZAIKS_BUS_CONFIG`` / ``./mozaiks-bus.toml`` and must
-    exist. Raises :class:`~mozaiks_bus.errors.ConfigError` for any problem.
+    exist. Raises :class:`~mozaiks_bus.errors.ConfigError` for any problem. A variable
+    that looks like a misspelled one of ours (``MOZAIKS_BROKR_URL``) is logged as a
+    warning naming the likely intended variable (:mod:`mozaiks_bus.settings.env_names`),
+    even when loading fails.
     """
-    return BusSettings(_env=env, _config_path=config_path, **overrides)
+    try:
+        settings = BusSettings(_env=env, _config_path=config_path, **overrides)
+    except ConfigError:
+        warn_misspellings(None, env)
+        raise
+    warn_misspellings(settings, env)
+    return settings
 
 
 def settings_for(config: BusSettings | None, **overrides: Any) -> BusSettings:

@@ -33,6 +33,7 @@ __all__ = [
     "LoadState",
     "TomlSource",
     "current_state",
+    "env_var_for",
 ]
 
 BROKER_URL_ENV = "MOZAIKS_BROKER_URL"
@@ -40,6 +41,12 @@ AMQP_URL_ENV = "MOZAIKS_AMQP_URL"
 ENV_PREFIX = "MOZAIKS_BUS_"
 CONFIG_ENV = "MOZAIKS_BUS_CONFIG"
 DEFAULT_CONFIG_FILE = "mozaiks-bus.toml"
+
+
+def env_var_for(field_name: str) -> str:
+    """The environment variable of a setting: ``MOZAIKS_BROKER_URL`` for ``broker_url``,
+    ``MOZAIKS_BUS_<FIELD>`` for every other field."""
+    return BROKER_URL_ENV if field_name == "broker_url" else ENV_PREFIX + field_name.upper()
 
 
 
@@ -78,7 +85,7 @@ class EnvSource(PydanticBaseSettingsSource):
         state = current_state()
         values: dict[str, Any] = {}
         for name, info in self.settings_cls.model_fields.items():
-            var = BROKER_URL_ENV if name == "broker_url" else ENV_PREFIX + name.upper()
+            var = env_var_for(name)
             raw = state.env.get(var)
             if not raw and name == "amqp_url":
                 var = AMQP_URL_ENV
