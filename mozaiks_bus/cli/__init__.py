@@ -2,8 +2,12 @@
 
 Contract
 --------
-``mozaiks-bus [--config FILE] COMMAND``; ``--version`` prints ``mozaiks-bus <version>``.
-``--config`` replaces ``$MOZAIKS_BUS_CONFIG`` / ``./mozaiks-bus.toml`` for every command.
+``mozaiks-bus [--config FILE] [--data-dir DIR] COMMAND``; ``--version`` prints
+``mozaiks-bus <version>``. ``--config`` replaces ``$MOZAIKS_BUS_CONFIG`` /
+``./mozaiks-bus.toml`` for every command. ``--data-dir`` replaces ``$MOZAIKS_BUS_HOME`` /
+``./.mozaiks-bus``: the data directory of ``up``, and where every other command looks
+for a running ``up`` whose broker it uses when ``MOZAIKS_BROKER_URL`` is unset (see
+:mod:`mozaiks_bus.ops.stack`).
 
 Commands:
 
@@ -57,7 +61,16 @@ __all__ = ["EXIT_CONFIG", "cli", "dump_json", "load_cli_settings", "main"]
     default=None,
     help="TOML config file (default: $MOZAIKS_BUS_CONFIG, else ./mozaiks-bus.toml).",
 )
-def cli(config_path: Path | None) -> None:
+@click.option(
+    "--data-dir",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data directory of `up` (default: $MOZAIKS_BUS_HOME, else ./.mozaiks-bus); "
+         "other commands use the broker of the `up` running there when "
+         "MOZAIKS_BROKER_URL is unset.",
+)
+def cli(config_path: Path | None, data_dir: Path | None) -> None:
     """mozaiks-bus: local, fan-out, durable, HTTP and UI events on one Redis."""
 
 

@@ -22,6 +22,7 @@ from mozaiks_bus.settings import BusSettings
 __all__ = ["dlq_group"]
 
 T = TypeVar("T")
+NO_DEAD_LETTERS = "there are no dead letters to read"
 
 
 @click.group("dlq")
@@ -52,7 +53,7 @@ def dlq_list(ctx: click.Context, ids: tuple[str, ...], type_name: str | None,
              sink: str | None, limit: int, as_json: bool) -> None:
     """List dead letters, newest first (of the durable streams, or of an HTTP sink);
     IDS (entry ids or event ids) show only those."""
-    settings = command_settings(ctx)
+    settings = command_settings(ctx, without_broker=NO_DEAD_LETTERS)
     if sink is not None:
         from mozaiks_bus.sinks import find_dead_letters, list_dead_letters  # noqa: PLC0415
 
@@ -103,7 +104,7 @@ def dlq_replay(ctx: click.Context, type_name: str, ids: tuple[str, ...],
     or event ids (an event id replays every dead letter of that event)."""
     if not ids and not replay_all:
         raise click.UsageError("give dead-letter ids (entry or event ids), or --all")
-    settings = command_settings(ctx)
+    settings = command_settings(ctx, without_broker=NO_DEAD_LETTERS)
     if is_sink:
         from mozaiks_bus.sinks import (  # noqa: PLC0415
             find_dead_letters,
@@ -146,7 +147,7 @@ def dlq_purge(ctx: click.Context, type_name: str, ids: tuple[str, ...], is_sink:
     if not yes:
         what = ", ".join(ids) if ids else "every dead letter"
         click.confirm(f"Delete {what} of {type_name}?", abort=True)
-    settings = command_settings(ctx)
+    settings = command_settings(ctx, without_broker=NO_DEAD_LETTERS)
     if is_sink:
         from mozaiks_bus.sinks import (  # noqa: PLC0415
             delete_dead_letter,

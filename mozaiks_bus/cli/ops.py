@@ -23,17 +23,27 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from mozaiks_bus.bus import Bus
-from mozaiks_bus.cli._common import command_settings, console, fail, run_command, with_bus
+from mozaiks_bus.cli._common import (
+    command_settings,
+    console,
+    data_dir_of,
+    fail,
+    load_cli_settings,
+    run_command,
+    with_bus,
+)
 from mozaiks_bus.durable.tail import tail_streams
 from mozaiks_bus.errors import MozaiksBusError
 from mozaiks_bus.event import Event
 from mozaiks_bus.ops.doctor import cluster_nodes, run_checks
+from mozaiks_bus.ops.stack import resolve_data_dir
 from mozaiks_bus.patterns import compile_pattern
 from mozaiks_bus.settings import BusSettings
 
 __all__ = ["COMMANDS"]
 
 T = TypeVar("T")
+NO_STREAMS = "there are no durable streams to read"
 
 
 @click.command("publish")
@@ -46,11 +56,11 @@ T = TypeVar("T")
 def publish_command(ctx: click.Context, type_name: str, data: str, subject: str | None,
                     durable: bool | None, fanout: bool | None) -> None:
     """Publish one event (DATA is a JSON object) and wait until Redis took it."""
-    settings = command_settings(ctx)
     try:
         payload = json.loads(data)
     except ValueError as exc:
         raise click.BadParameter(f"must be a JSON object: {exc}", param_hint="DATA") from None
+    settings = command_settings(ctx, without_broker="this event would reach no one")
 
     async def work(bus: Bus) -> Event:
         return await bus.publish(type_name, payload, subject=subject, durable=durable,
@@ -69,8 +79,8 @@ def tail_command(ctx: click.Context, pattern: str, count: int | None,
                  timeout: float | None) -> None:
     """Print events matching PATTERN as JSON lines, live, from every process: fan-out
     events as they are published and new entries of the durable streams."""
-    settings = command_settings(ctx)
     compile_pattern(pattern)
+    settings = command_settings(ctx, without_broker="no other process could be seen")
 
     async def work(bus: Bus) -> None:
         done = asyncio.Event()
@@ -103,7 +113,7 @@ def tail_command(ctx: click.Context, pattern: str, count: int | None,
 @click.pass_context
 def status_command(ctx: click.Context, as_json: bool) -> None:
     """Streams (length, groups, lag, pending, oldest pending age), dead letters, sinks."""
-    settings = command_settings(ctx)
+    settings = command_settings(ctx, without_broker=NO_STREAMS)
 
     async def work(bus: Bus) -> dict[str, Any]:
         streams = [info.to_dict() for info in await bus.streams.streams()]
@@ -206,7 +216,7 @@ def _sink_report(settings: BusSettings) -> list[dict[str, Any]]:
 def replay_command(ctx: click.Context, type_name: str, group: str, from_id: str | None,
                    from_time: datetime | None) -> None:
     """Move GROUP's position on TYPE's stream back (or forward) to an id or a time."""
-    settings = command_settings(ctx)
+    settings = command_settings(ctx, without_broker=NO_STREAMS)
 
     async def work(bus: Bus) -> str:
         return await bus.streams.replay_group(type_name, group, from_id=from_id,
@@ -236,20 +246,28 @@ def doctor_command(ctx: click.Context) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="API address.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path(".mozaiks-bus"), show_default=True,
-              help="Where the embedded Redis keeps its data (AOF).")
+              default=None, help="Where the stack keeps its data (the embedded Redis's AOF, "
+              "its port, stack.json); default: the global --data-dir, else "
+              "$MOZAIKS_BUS_HOME, else ./.mozaiks-bus.")
+@click.option("--redis-port", type=click.IntRange(1, 65535), default=None,
+              help="Port of the embedded Redis (default: the one this data directory "
+              "remembers, else a free one; remembered from then on).")
 @click.option("--worker-processes", default=1, show_default=True,
               type=click.IntRange(1, 32), help="RQ worker processes for HTTP sinks.")
 @click.pass_context
-def up_command(ctx: click.Context, app: str | None, host: str, port: int, data_dir: Path,
-               worker_processes: int) -> None:
+def up_command(ctx: click.Context, app: str | None, host: str, port: int,
+               data_dir: Path | None, redis_port: int | None, worker_processes: int) -> None:
     """Run everything on this host: Redis (embedded unless MOZAIKS_BROKER_URL is set), the
-    API, the durable consumers of APP (module:attribute of a Bus) and the sink worker."""
+    API, the durable consumers of APP (module:attribute of a Bus) and the sink worker.
+
+    Other commands run in this directory (or given the same --data-dir) use its broker."""
     from mozaiks_bus.ops.up import UpOptions, run_up  # noqa: PLC0415  # imports the server stack
 
-    settings = command_settings(ctx)
-    options = UpOptions(app=app, host=host, port=port, data_dir=data_dir,
-                        worker_processes=worker_processes,
+    settings = load_cli_settings(ctx, discover=False)
+    options = UpOptions(app=app, host=host, port=port,
+                        data_dir=resolve_data_dir(data_dir) if data_dir is not None
+                        else data_dir_of(ctx),
+                        redis_port=redis_port, worker_processes=worker_processes,
                         config_path=ctx.find_root().params.get("config_path"))
     try:
         status = run_up(settings, options, echo=lambda line: click.echo(line, err=True))

