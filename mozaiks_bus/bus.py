@@ -179,6 +179,7 @@ class Bus:
         starts at (``"0"``: everything still in the stream; ``"$"``: only new events).
         Without durable streams (no broker) the handler is a plain local subscriber (no
         retry, nothing persisted), so the same code runs on a laptop with no Redis.
+        Once started, every publisher stores what it matches (:mod:`~mozaiks_bus.interest`).
         """
 
         def register(func: ConsumerHandler) -> ConsumerHandler:
@@ -194,6 +195,7 @@ class Bus:
                                       "broker (durable streams live in Redis)")
                 self._local.subscribe(pattern, func)
                 return func
+            self._outbound.refuse_local_only(pattern, group)
             self._durable.add(spec)
             if self._runner.start_requested:
                 self._runner.soon(self._durable.start())
@@ -236,7 +238,7 @@ class Bus:
         self.stats.published(event.type)
         if payload is not None:
             self._runner.ensure_started_soon(self._start_failed)
-            self.transport.publish_nowait(event, payload, scopes)
+            self.transport.publish_nowait(event, scopes, payload)
         return event
 
     async def publish(
@@ -259,7 +261,7 @@ class Bus:
         attrs.update(subject=subject, durable=durable, fanout=fanout, ui=ui, id=id)
         event, scopes, payload = self._prepare(type, data, attrs)
         if payload is not None:
-            await self._confirmed(self.transport.publish(event, payload, scopes),
+            await self._confirmed(self.transport.publish(event, scopes, payload),
                                   f"{event.type} {event.id}")
         self.stats.published(event.type)
         self._local.deliver(event)

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from mozaiks_bus import tracing
 from mozaiks_bus.catalog import Catalog
-from mozaiks_bus.errors import InvalidEvent
+from mozaiks_bus.errors import ConfigError, InvalidEvent
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.routing import RoutingTable, Scope, scope_parts
@@ -51,6 +51,20 @@ class Outbound:
             attrs["traceparent"] = tracing.new_traceparent(type)
         event = Event.create(type, data, source=self._source, **attrs)
         return self.route(event, fanout=fanout, durable=durable, ui=ui)
+
+    def refuse_local_only(self, pattern: str, group: str) -> None:
+        """Raise :class:`ConfigError` (field ``routes``) if a routing rule or the catalog
+        keeps every type ``pattern`` matches in the publishing process: a durable
+        consumer group of it would never get anything."""
+        if "*" not in pattern and self.catalog.is_local_only(pattern):
+            keeper = f"the catalog ({pattern} carries live objects)"
+        elif (rule := self.routing.local_only_rule(pattern)) is not None:
+            keeper = f"the routing rule {rule!r} (local only)"
+        else:
+            return
+        raise ConfigError("routes", f"consumer group {group!r} on {pattern!r} would never "
+                          f"get an event: {keeper} keeps them in the process that publishes "
+                          "them; route them durable or drop the rule")
 
     def route(self, event: Event, *, fanout: bool | None = None, durable: bool | None = None,
               ui: bool | None = None) -> Prepared:

@@ -181,6 +181,21 @@ class RoutingTable:
             self._cache[type_name] = route
         return route
 
+    def local_only_rule(self, pattern: str) -> str | None:
+        """The rule that keeps every type ``pattern`` matches in its process (so a
+        durable consumer of it would never get anything), or None.
+
+        An exact type: the rule that routes it, when that rule is ``local`` only. A
+        pattern with ``*``: the first rule of the very same text, when it is ``local``
+        only (a narrower rule before it may still route some types elsewhere)."""
+        if "*" not in pattern:
+            route = self.route(pattern)
+            return None if route.remote else route.rule
+        for rule, scopes in self._rules:
+            if rule.text == pattern:
+                return None if scopes & Scope.REMOTE else rule.text
+        return None
+
     def resolve(
         self,
         type_name: str,

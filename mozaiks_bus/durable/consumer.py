@@ -5,6 +5,8 @@ Contract of ``@bus.consumer(pattern, group=...)``:
 * Every group gets every event of the matching streams; consumers of one group share
   the work. A group is created at ``start`` (default id ``0``, so events published
   before its first consumer started are delivered too; ``"$"``: only new ones).
+* **Declared interest.** Once ``start`` returned, every publisher on the broker stores
+  the events the pattern matches, whatever its routing says (:mod:`mozaiks_bus.interest`).
 * **Return = ack. Raise = retry** after a backoff (exponential, full jitter) without
   holding up the events behind it. Redis's own delivery count decides: at
   ``max_deliveries`` the event moves to the type's dead-letter stream (with the error,
@@ -67,6 +69,7 @@ from mozaiks_bus.durable.spec import (
 from mozaiks_bus.durable.streams import decode_entry, ensure_group
 from mozaiks_bus.errors import InvalidEvent, Unprocessable
 from mozaiks_bus.event import Event
+from mozaiks_bus.interest import declare
 from mozaiks_bus.local import handler_name, is_async_callable
 from mozaiks_bus.patterns import compile_pattern
 from mozaiks_bus.redis_errors import REDIS_ERRORS, is_group_vanished
@@ -138,12 +141,17 @@ class GroupConsumer:
 
     async def start(self) -> None:
         """Start the workers, then create the groups of the streams that exist now and
-        start reading; while Redis does not answer, wait for it (reported to the
+        start reading, then declare the group's interest in its pattern (every publisher
+        stores matching events from then on: :mod:`mozaiks_bus.interest`); while Redis
+        does not answer, wait for it (reported to the
         :class:`~mozaiks_bus.availability.Availability`), never fail."""
         self._workers = [asyncio.create_task(self._worker(), name=f"worker:{self.spec.group}")
                          for _ in range(self.spec.concurrency)]
+        what = f"consumer group {self.spec.group} ({self.spec.pattern})"
+        await self._availability.retry(self._discover, what=what)
         await self._availability.retry(
-            self._discover, what=f"consumer group {self.spec.group} ({self.spec.pattern})")
+            lambda: declare(self._client, self.keys, self.spec.pattern, self.spec.group),
+            what=what)
         self._tasks = [
             asyncio.create_task(self._janitor.run(), name=f"janitor:{self.spec.group}"),
             asyncio.create_task(self._retries.run(), name=f"retries:{self.spec.group}"),

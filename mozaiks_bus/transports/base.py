@@ -102,10 +102,10 @@ class Transport(Protocol):
     def unsubscribe(self, pattern: str) -> None:
         """Release one reference taken by :meth:`subscribe`."""
 
-    def publish_nowait(self, event: Event, payload: str, scopes: Scope) -> None:
+    def publish_nowait(self, event: Event, scopes: Scope, payload: str) -> None:
         """Queue ``event`` for sending; never blocks, never raises (drops are counted)."""
 
-    async def publish(self, event: Event, payload: str, scopes: Scope) -> None:
+    async def publish(self, event: Event, scopes: Scope, payload: str) -> None:
         """Send/store ``event`` and return once the broker took it, else raise; a
         transport that waits on a broker raises TimeoutError after the settings'
         ``publish_timeout_s`` (the bus turns it into PublishFailed)."""

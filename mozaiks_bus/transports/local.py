@@ -88,10 +88,10 @@ class LocalTransport:
     def unsubscribe(self, pattern: str) -> None:
         """No remote events exist."""
 
-    def publish_nowait(self, event: Event, payload: str, scopes: Scope) -> None:
+    def publish_nowait(self, event: Event, scopes: Scope, payload: str) -> None:
         """Local only: nothing leaves the process."""
 
-    async def publish(self, event: Event, payload: str, scopes: Scope) -> None:
+    async def publish(self, event: Event, scopes: Scope, payload: str) -> None:
         """Local only: nothing leaves the process."""
 
     async def publish_atomic(self, items: Sequence[tuple[Event, Scope, str]],

@@ -16,7 +16,8 @@ from mozaiks_bus.keys import Keys
 from mozaiks_bus.routing import Scope
 from mozaiks_bus.stats import BusStats
 from mozaiks_bus.transports.cluster.router import ClusterRouter, CrossSlot, command_slot
-from mozaiks_bus.transports.redis.commands import Outgoing, PartialBatch
+from mozaiks_bus.transports.redis.commands import PartialBatch
+from mozaiks_bus.transports.redis.items import EventItem
 from mozaiks_bus.transports.redis.sender import Sender
 
 KEYS = Keys("t")
@@ -94,10 +95,10 @@ async def test_the_sender_fails_only_the_items_a_partial_batch_lost() -> None:
     ok = Event.create("kept.type", {"n": 1})
     lost = Event.create("lost.type", {"n": 2})
     emitted = Event.create("lost.type", {"n": 3})
-    sender.publish_nowait(Outgoing(emitted, emitted.to_json(), Scope.DURABLE))
+    sender.publish_nowait(EventItem(emitted, Scope.DURABLE, emitted.to_json()))
     confirms = asyncio.gather(
-        sender.confirm(Outgoing(ok, ok.to_json(), Scope.DURABLE)),
-        sender.confirm(Outgoing(lost, lost.to_json(), Scope.DURABLE)),
+        sender.confirm(EventItem(ok, Scope.DURABLE, ok.to_json())),
+        sender.confirm(EventItem(lost, Scope.DURABLE, lost.to_json())),
         return_exceptions=True)
     await asyncio.sleep(0)  # all three queued: they make one batch
     sender.start(None, executor=executor)

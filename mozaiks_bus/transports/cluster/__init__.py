@@ -57,7 +57,7 @@ from mozaiks_bus.transactions import CLAIM_IF_EMPTY
 from mozaiks_bus.transports.base import RemoteDeliver
 from mozaiks_bus.transports.cluster.router import ClusterRouter
 from mozaiks_bus.transports.redis import RedisTransport
-from mozaiks_bus.transports.redis.commands import Outgoing
+from mozaiks_bus.transports.redis.items import EventItem
 
 __all__ = ["ClusterTransport"]
 
@@ -150,7 +150,7 @@ class ClusterTransport(RedisTransport):
             await super().publish_atomic(items, marks)
             return
         stored = await asyncio.gather(*(
-            self.sender.confirm(Outgoing(event, payload, scopes), bounded=True)
+            self.sender.confirm(EventItem(event, scopes, payload), bounded=True)
             for event, scopes, payload in items
         ), return_exceptions=True)
         failed = [outcome for outcome in stored if isinstance(outcome, BaseException)]
@@ -197,7 +197,7 @@ class ClusterTransport(RedisTransport):
         slots = {key_slot(mark.key.encode()) for mark in marks}
         for event, scopes, _ in items:
             parts = scope_parts(scopes)
-            if parts.durable:
+            if self.sender.commands.stores(event.type, parts.durable):
                 stream = self._partitions.stream_name(event)
                 slots.add(key_slot(self.keys.stream(stream).encode()))
             if parts.ui and event.subject:

@@ -42,7 +42,7 @@ from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.stats import BusStats
 from mozaiks_bus.transports.base import RemoteDeliver
 from mozaiks_bus.transports.redis.clients import RedisStreamClients
-from mozaiks_bus.transports.redis.commands import Outgoing
+from mozaiks_bus.transports.redis.items import AtomicItem, CommandItem, EventItem
 from mozaiks_bus.transports.redis.listener import PubSubListener
 from mozaiks_bus.transports.redis.once import store_if_new_command
 from mozaiks_bus.transports.redis.sender import Sender
@@ -141,31 +141,31 @@ class RedisTransport:
             self._subscribed = subscribed
         self.listener.remove(self.keys.fanout_subscription(pattern), pattern=True)
 
-    def publish_nowait(self, event: Event, payload: str, scopes: Scope) -> None:
+    def publish_nowait(self, event: Event, scopes: Scope, payload: str) -> None:
         """Buffer ``event`` for the sender; never blocks or raises."""
-        self.sender.publish_nowait(Outgoing(event, payload, scopes))
+        self.sender.publish_nowait(EventItem(event, scopes, payload))
 
-    async def publish(self, event: Event, payload: str, scopes: Scope) -> None:
+    async def publish(self, event: Event, scopes: Scope, payload: str) -> None:
         """Send ``event`` in the next pipeline and wait for Redis's reply (bounded by
         ``publish_timeout_s``: TimeoutError, and it is not sent late)."""
-        await self.sender.confirm(Outgoing(event, payload, scopes), bounded=True)
+        await self.sender.confirm(EventItem(event, scopes, payload), bounded=True)
 
     async def publish_atomic(self, items: Sequence[tuple[Event, Scope, str]],
                              marks: Sequence[KeyMark] = ()) -> None:
         """Send several events in one MULTI/EXEC with ``marks`` (``SET key value EX
         ttl`` each): all stored, or none (then raise); bounded like :meth:`publish`."""
-        group = [Outgoing(event, payload, scopes) for event, scopes, payload in items]
-        await self.sender.confirm(Outgoing(None, "", Scope.LOCAL, atomic=group,
-                                           marks=tuple(marks)), bounded=True)
+        group = [EventItem(event, scopes, payload) for event, scopes, payload in items]
+        await self.sender.confirm(AtomicItem(group, tuple(marks)), bounded=True)
 
     async def publish_once(self, items: Sequence[tuple[Event, Scope, str]],
                            marks: Sequence[KeyMark]) -> list[Any]:
         """Store each event whose mark key is empty and set its mark, in one script
         (:mod:`.once`); nothing at all if a key holds another value. Per event: ``1``
         (stored now) or the value found (bounded like :meth:`publish`)."""
-        group = [Outgoing(event, payload, scopes) for event, scopes, payload in items]
+        group = [EventItem(event, scopes, payload) for event, scopes, payload in items]
         command = store_if_new_command(self.sender.commands, group, marks)
-        found: list[Any] = await self.execute(command)
+        found: list[Any] = await self.sender.confirm(CommandItem(command, stores=tuple(group)),
+                                                     bounded=True)
         if any(value != 1 for value in found):
             self.sender.commands.forget_index()  # its SADDs may not have run
         return found
@@ -173,8 +173,7 @@ class RedisTransport:
     async def execute(self, command: tuple[Any, ...]) -> Any:
         """One command in the sender's next pipeline; its reply (bounded like
         :meth:`publish`; an error reply is raised)."""
-        return await self.sender.confirm(Outgoing(None, "", Scope.LOCAL, command=command),
-                                         bounded=True)
+        return await self.sender.confirm(CommandItem(command), bounded=True)
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until the sender has handed everything buffered so far to Redis (or

@@ -2,7 +2,8 @@
 
 An event becomes ``PUBLISH <channel> <origin>|<json>`` (fan-out), ``XADD <stream> MAXLEN ~
 <hard cap> * e <json>`` plus, every :data:`INDEX_REFRESH_S` per type, ``SADD`` of the
-stream index (durable), and the ui script (ui); an atomic group is wrapped in
+stream index (durable, or a type some consumer group declared interest in:
+:mod:`mozaiks_bus.interest`), and the ui script (ui); an atomic group is wrapped in
 ``MULTI``/``EXEC``. On ``memory://`` the same commands run through redis-py pipelines.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import fakeredis
@@ -20,32 +20,19 @@ from redis import exceptions as rexc
 from redis.asyncio import Redis
 
 from mozaiks_bus.errors import TransportError
-from mozaiks_bus.event import Event
 from mozaiks_bus.frames import event_frame
-from mozaiks_bus.keys import ENTRY_EVENT, KeyMark, Keys
-from mozaiks_bus.routing import Scope, scope_parts
+from mozaiks_bus.interest import Interest
+from mozaiks_bus.keys import ENTRY_EVENT, Keys
+from mozaiks_bus.routing import scope_parts
 from mozaiks_bus.settings import BusSettings
+from mozaiks_bus.transports.redis.items import AtomicItem, CommandItem, EventItem, Outgoing
 from mozaiks_bus.transports.redis.ui import ui_append_command
 
-__all__ = ["INDEX_REFRESH_S", "CommandBuilder", "HeldConnection", "Outgoing", "PartialBatch",
+__all__ = ["INDEX_REFRESH_S", "CommandBuilder", "HeldConnection", "PartialBatch",
            "execute_pipelined", "raise_if_error", "read_replies"]
 
 T = TypeVar("T")
 INDEX_REFRESH_S = 30.0  # how often a type's membership in the stream index is re-sent
-
-
-@dataclass(slots=True)
-class Outgoing:
-    """One item for the sender: an event, a bare UI frame, or an atomic group."""
-
-    event: Event | None
-    payload: str  # the CloudEvent JSON, or for a bare UI frame the frame JSON
-    scopes: Scope
-    future: asyncio.Future[Any] | None = None
-    chat_id: str | None = None  # set for a bare UI frame (bus.ui.send)
-    atomic: list[Outgoing] | None = None  # a group sent inside MULTI/EXEC
-    marks: tuple[KeyMark, ...] = ()  # keys an atomic group sets before its EXEC
-    command: tuple[Any, ...] | None = None  # one raw command (Transport.execute)
 
 
 class PartialBatch(TransportError):
@@ -95,6 +82,8 @@ class CommandBuilder:
         self._channels: dict[str, str] = {}
         self._indexed: dict[str, float] = {}  # stream -> when its SADD to the index was sent
         self._partitions = settings.partitions
+        self.interest = Interest()
+        self._interest_version = keys.interest_version()
 
     def forget_index(self) -> None:
         """Send every type's index membership again with its next event."""
@@ -102,43 +91,61 @@ class CommandBuilder:
 
     def add(self, commands: list[tuple[Any, ...]], item: Outgoing) -> None:
         """Append the commands that send ``item`` (raises for an item that cannot be sent)."""
-        if item.atomic is not None:
+        if isinstance(item, EventItem):
+            self.add_event(commands, item)
+        elif isinstance(item, AtomicItem):
             commands.append(("MULTI",))
-            for member in item.atomic:
-                self.add(commands, member)
+            for member in item.members:
+                self.add_event(commands, member)
             commands.extend(("SET", mark.key, mark.value, "EX", mark.ttl_s)
                             for mark in item.marks)
             commands.append(("EXEC",))
-            return
-        if item.command is not None:
+        elif isinstance(item, CommandItem):
             commands.append(item.command)
-            return
+        else:
+            commands.append(ui_append_command(self.keys, self.settings, item.chat_id,
+                                              item.frame))
+
+    def stores(self, type_name: str, durable: bool) -> bool:
+        """Whether an event goes to its durable stream: its scopes say so (``durable``),
+        or a consumer group declared interest in its type (:mod:`mozaiks_bus.interest`)."""
+        return durable or self.interest.wants(type_name)
+
+    def interest_probe(self) -> tuple[Any, ...]:
+        """The command every pipeline starts with: the declared interest's version."""
+        return ("GET", self._interest_version)
+
+    def add_event(self, commands: list[tuple[Any, ...]], item: EventItem) -> None:
+        """Append the commands of one event at its scopes (plus its durable stream when
+        interest was declared for its type); records that in ``item.stored``."""
         event = item.event
-        if event is None:  # a bare UI frame
-            commands.append(ui_append_command(self.keys, self.settings, item.chat_id or "",
-                                              item.payload))
-            return
         type_name = event.type
         parts = scope_parts(item.scopes)
         if parts.ui and event.subject:
             commands.append(ui_append_command(self.keys, self.settings, event.subject,
                                               event_frame(event)))
-        if parts.durable:
-            stream = self._partitions.stream_name(event) if self._partitions.counts \
-                else type_name
-            commands.append((
-                "XADD", self.keys.stream(stream), "MAXLEN", "~",
-                self.settings.stream_hard_max_len, "*", ENTRY_EVENT, item.payload,
-            ))
-            now = time.monotonic()
-            if now - self._indexed.get(stream, -INDEX_REFRESH_S) >= INDEX_REFRESH_S:
-                self._indexed[stream] = now
-                commands.append(("SADD", self.keys.stream_index(), stream))
+        item.stored = self.stores(type_name, parts.durable)
+        if item.stored:
+            self.add_stream_entry(commands, item)
         if parts.fanout:
             channel = self._channels.get(type_name)
             if channel is None:
                 channel = self._channels[type_name] = self.keys.fanout_channel(type_name)
             commands.append(("PUBLISH", channel, self._origin_text + item.payload))
+
+    def add_stream_entry(self, commands: list[tuple[Any, ...]], item: EventItem) -> None:
+        """Append the ``XADD`` of ``item`` to its stream (and the index ``SADD`` when due)."""
+        event = item.event
+        stream = self._partitions.stream_name(event) if self._partitions.counts \
+            else event.type
+        commands.append((
+            "XADD", self.keys.stream(stream), "MAXLEN", "~",
+            self.settings.stream_hard_max_len, "*", ENTRY_EVENT, item.payload,
+        ))
+        now = time.monotonic()
+        if now - self._indexed.get(stream, -INDEX_REFRESH_S) >= INDEX_REFRESH_S:
+            self._indexed[stream] = now
+            commands.append(("SADD", self.keys.stream_index(), stream))
 
 
 async def read_replies(connection: Any, count: int) -> list[Any]:

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from mozaiks_bus.keys import KeyMark
-from mozaiks_bus.transports.redis.commands import CommandBuilder, Outgoing
+from mozaiks_bus.transports.redis.commands import CommandBuilder
+from mozaiks_bus.transports.redis.items import EventItem
 
 __all__ = ["STORE_IF_NEW", "store_if_new_command"]
 
@@ -55,7 +56,7 @@ return found
 """
 
 
-def store_if_new_command(builder: CommandBuilder, items: Sequence[Outgoing],
+def store_if_new_command(builder: CommandBuilder, items: Sequence[EventItem],
                          marks: Sequence[KeyMark]) -> tuple[Any, ...]:
     """The one EVAL that stores ``items`` (one mark each, same order) if new."""
     if len(items) != len(marks):

@@ -9,11 +9,11 @@
 * One task drains both into pipelines of at most :data:`MAX_BATCH` items: ``PUBLISH``
   for fan-out, ``XADD`` (``MAXLEN ~ stream_hard_max_len``) plus the stream index for
   durable, the ui script for ui, ``MULTI``/``EXEC`` around an atomic group.
-* In a batch Redis did not take, fan-out-only emitted events are dropped and counted
-  (``dropped_remote``), never resent: fan-out is at most once, and Redis may have
-  published them before the link failed. Emitted durable events go back to the front of
-  the buffer (at least once; the event id dedupes). Then the sender backs off (bounded)
-  and goes on with what is buffered, so new events flow again once Redis returns.
+* Each batch is written and settled by a :class:`~.batch.BatchWriter`: in a batch Redis
+  did not take, fan-out-only emitted events are dropped and counted, emitted durable
+  ones go back to the front of the buffer (:meth:`Sender.requeue`). Then the sender
+  backs off (bounded) and goes on with what is buffered, so new events flow again once
+  Redis returns.
 """
 
 from __future__ import annotations
@@ -30,18 +30,13 @@ from redis.asyncio import Redis
 from mozaiks_bus._loop import call_on_loop
 from mozaiks_bus.availability import Availability
 from mozaiks_bus.keys import Keys
-from mozaiks_bus.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.retry import Backoff
-from mozaiks_bus.routing import Scope
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.stats import BusStats
-from mozaiks_bus.transports.redis.commands import (
-    CommandBuilder,
-    HeldConnection,
-    Outgoing,
-    PartialBatch,
-)
+from mozaiks_bus.transports.redis.batch import BatchWriter
+from mozaiks_bus.transports.redis.commands import CommandBuilder, HeldConnection
 from mozaiks_bus.transports.redis.deadlines import SharedDeadline
+from mozaiks_bus.transports.redis.items import EventItem, FrameItem, Outgoing
 
 __all__ = ["MAX_BATCH", "Executor", "Sender"]
 
@@ -77,6 +72,8 @@ class Sender:
         self._flush_waiters: list[asyncio.Future[None]] = []
         self._deadline = SharedDeadline(settings.publish_timeout_s)
         self._executor: Executor | None = None
+        self._writer = BatchWriter(self.commands, self._execute, stats=stats, url=url,
+                                   requeue=self.requeue)
 
     @property
     def buffered(self) -> int:
@@ -152,7 +149,7 @@ class Sender:
 
     async def send_frame(self, chat_id: str, frame: str) -> Any:
         """Append a bare UI frame to ``chat_id``'s history and publish it (confirmed)."""
-        return await self.confirm(Outgoing(None, frame, Scope.UI, chat_id=chat_id))
+        return await self.confirm(FrameItem(chat_id, frame))
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything buffered so far was handed to Redis (or dropped);
@@ -206,11 +203,11 @@ class Sender:
             self._wake.clear()
             while batch := self._take_batch():
                 try:
-                    error = await self._send_batch(batch)
+                    error = await self._writer.write(batch)
                 except Exception as exc:  # the sender must outlive any bug
                     logger.exception("sender: unexpected error; the batch is failed")
                     for item in batch:
-                        self._reject(item, exc)
+                        self._writer.reject(item, exc)
                     error = exc
                 if error is None:
                     backoff.reset()
@@ -218,85 +215,19 @@ class Sender:
                 else:
                     await self._availability.pause(_WHAT, error, backoff)
 
-    async def _send_batch(self, batch: list[Outgoing]) -> BaseException | None:
-        """Send one batch; returns the error if Redis did not take it (None: sent)."""
-        commands: list[tuple[Any, ...]] = []
-        firsts: list[int] = []
-        kept: list[Outgoing] = []
-        for item in batch:
-            start = len(commands)
-            try:
-                self.commands.add(commands, item)
-            except Exception as exc:  # noqa: BLE001  # one bad item must not stop the sender
-                del commands[start:]
-                self._reject(item, exc)
-                continue
-            firsts.append(start)
-            kept.append(item)
-        if not kept:
-            return None
-        try:
-            replies = await self._execute(commands)
-        except PartialBatch as partial:
-            return self._settle_partial(kept, firsts, partial, len(commands))
-        except REDIS_ERRORS as exc:
-            return self._fail(kept, translate_redis_error(exc, action="publish", url=self.url))
-        self._succeed(kept, firsts, replies)
-        return None
-
-    def _succeed(self, items: list[Outgoing], firsts: list[int], replies: list[Any]) -> None:
-        self.stats.incr("sent_remote", len(items))
-        for item, first in zip(items, firsts, strict=True):
-            if item.future is not None and not item.future.done():
-                item.future.set_result(replies[first] if first < len(replies) else None)
-
-    def _fail(self, items: list[Outgoing], error: Exception) -> Exception:
-        """Redis did not take ``items``: fail the confirmed, re-queue emitted durable
-        ones, drop (and count) emitted fan-out-only ones."""
-        self.commands.forget_index()  # Redis may have lost it (restart without AOF)
-        lost = self._requeue_durable(items)
-        logger.warning("Redis did not take %d events (%d fan-out-only dropped): %s",
-                       len(items), lost, error)
-        for item in items:
-            if item.future is not None and not item.future.done():
-                item.future.set_exception(error)
-        return error
-
-    def _settle_partial(self, items: list[Outgoing], firsts: list[int], partial: PartialBatch,
-                        total: int) -> Exception:
-        """Some items' commands failed (a cluster node lost): those fail as a whole
-        batch would; the others succeeded."""
-        done, failed, error = partial.split(items, firsts, total)
-        self._succeed([item for item, _ in done], [first for _, first in done], partial.replies)
-        if not failed:
-            return partial
-        return self._fail(failed, translate_redis_error(error, action="publish", url=self.url)
-                          if isinstance(error, REDIS_ERRORS) else partial)
-
     async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` through the executor; one reply each (raises on errors)."""
         assert self._executor is not None
         return await self._executor(commands)
 
-    def _reject(self, item: Outgoing, exc: Exception) -> None:
-        """An item that cannot even be turned into commands: fail it, never retry it."""
-        logger.error("could not send %s: %s", item.event.id if item.event else "a ui frame",
-                     exc)
-        if item.future is not None and not item.future.done():
-            item.future.set_exception(exc)
-        else:
-            self.stats.incr("dropped_remote")
-
-    def _requeue_durable(self, batch: list[Outgoing]) -> int:
-        """After a failed batch: emitted durable events go back to the front of the
-        buffer; fan-out-only ones are dropped. Returns how many were dropped."""
+    def requeue(self, items: list[EventItem]) -> int:
+        """Put emitted events back at the front of the buffer, in their order, while it
+        has room (at least once: the event id dedupes); returns how many did not fit
+        (dropped and counted)."""
         dropped = 0
         with self._lock:
-            for item in reversed(batch):
-                if item.future is not None:
-                    continue
-                if item.scopes & Scope.DURABLE and \
-                        len(self._buffer) < self.settings.emit_buffer_size:
+            for item in reversed(items):
+                if len(self._buffer) < self.settings.emit_buffer_size:
                     self._buffer.appendleft(item)
                 else:
                     dropped += 1
