@@ -24,7 +24,7 @@ import re
 import zlib
 from collections.abc import Iterable, Mapping
 
-from mozaiks_bus.errors import ConfigError
+from mozaiks_bus.errors import ConfigError, InvalidEvent
 from mozaiks_bus.event import Event, validate_type
 from mozaiks_bus.patterns import Pattern
 
@@ -63,9 +63,9 @@ class Partitions:
         for type_name, count in counts.items():
             try:
                 validate_type(type_name)
-            except Exception:  # noqa: BLE001  # re-raised as the setting's error
-                raise ConfigError("stream_partitions", f"keys must be event types "
-                                  f"(got {type_name!r})") from None
+            except InvalidEvent as exc:  # re-raised as the setting's error
+                raise ConfigError("stream_partitions", f"keys must be event types, exact "
+                                  f"(no patterns): {type_name!r} {exc.rule}") from None
             if not isinstance(count, int) or isinstance(count, bool) or \
                     not 1 <= count <= MAX_PARTITIONS:
                 raise ConfigError("stream_partitions", f"{type_name}: the number of "

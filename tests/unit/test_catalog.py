@@ -474,7 +474,7 @@ def test_register_conflicting_model_on_default_catalog_raises() -> None:
     register("settings_updated", original)  # re-registering the same model is fine
 
 
-@pytest.mark.parametrize("bad", ["Bad.Name", "chat.*", "", "a..b"])
+@pytest.mark.parametrize("bad", ["Bad Name", "x:y", "x{y}", "chat.*", "", "a..b"])
 def test_register_rejects_bad_type_names(bad: str) -> None:
     with pytest.raises(ConfigError):
         Catalog().register(bad, _Custom)

@@ -42,7 +42,7 @@ def test_stream_names_get_their_own_hash_tag() -> None:
 
 
 @pytest.mark.parametrize("name", ["a.b:p", "a.b:p01", "a.b:x1", "a.b:p1024", "a.b:p1:p2",
-                                  "A.b:p1", ":p1", "a.b:p-1"])
+                                  "a b:p1", "-a:p1", ":p1", "a.b:p-1"])
 def test_malformed_stream_names_are_refused(name: str) -> None:
     with pytest.raises(InvalidEvent):
         validate_stream_name(name)

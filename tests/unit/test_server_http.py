@@ -79,7 +79,7 @@ async def test_repeats_inside_a_batch(http: httpx.AsyncClient) -> None:
 
 async def test_a_bad_event_in_a_batch_is_named_by_index(http: httpx.AsyncClient) -> None:
     response = await http.post("/v1/events", json=[notification("b1"),
-                                                   {**notification("b2"), "type": "Bad"}],
+                                                   {**notification("b2"), "type": "Bad:Type"}],
                                headers=auth(PUB))
     assert response.status_code == 422
     body = response.json()

@@ -1,0 +1,110 @@
+"""CloudEvents-style type names on a real redis-server: ``mozaiks-bus publish`` (a child
+process, as a user runs it) and the library store ``com.example.order-created`` and
+``Order.Created`` in streams of their own, durable consumers (exact, pattern and
+partitioned) read them back, and a hostile name is refused before Redis sees it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+import redis
+
+from mozaiks_bus import Event
+from mozaiks_bus.event import TYPE_PATTERN
+from mozaiks_bus.keys import Keys
+from tests.support import clean_env, make_bus, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def cli(url: str, prefix: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = clean_env({"MOZAIKS_BROKER_URL": url, "MOZAIKS_BUS_PREFIX": prefix})
+    return subprocess.run([sys.executable, "-m", "mozaiks_bus.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_cli_publishes_cloudevents_types_and_consumers_read_them(
+    redis_url: str, key_prefix: str
+) -> None:
+    ids = {}
+    for name in ("com.example.order-created", "Order.Created"):
+        done = cli(redis_url, key_prefix, "publish", name, '{"n": 1}', "--durable")
+        assert done.returncode == 0, done.stderr
+        ids[name] = done.stdout.strip()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = Keys(key_prefix)
+        assert client.xlen(keys.stream("com.example.order-created")) == 1
+        assert client.xlen(keys.stream("Order.Created")) == 1
+        assert not client.exists(keys.stream("order.created"))  # case kept, never folded
+        assert client.smembers(keys.stream_index()) == {b"com.example.order-created",
+                                                        b"Order.Created"}
+    finally:
+        client.close()
+
+    async def consume() -> dict[str, list[str]]:
+        seen: dict[str, list[str]] = {"pattern": [], "exact": []}
+        bus = make_bus(redis_url, key_prefix)
+
+        @bus.consumer("com.example.*", group="orders")
+        async def by_pattern(event: Event) -> None:
+            seen["pattern"].append(event.id)
+
+        @bus.consumer("Order.Created", group="orders")
+        async def exact(event: Event) -> None:
+            seen["exact"].append(event.id)
+
+        async with bus:
+            await wait_for(lambda: seen["pattern"] and seen["exact"], 20, "both events")
+        return seen
+
+    seen = asyncio.run(consume())
+    assert seen == {"pattern": [ids["com.example.order-created"]],
+                    "exact": [ids["Order.Created"]]}
+
+
+@pytest.mark.parametrize("name", ["x{y}", "x:y", "a b", "x*"])
+def test_the_cli_refuses_a_hostile_type_naming_the_rule(
+    redis_url: str, key_prefix: str, name: str
+) -> None:
+    done = cli(redis_url, key_prefix, "publish", name, "{}", "--durable")
+    assert done.returncode != 0
+    assert "type" in done.stderr + done.stdout
+    assert TYPE_PATTERN in done.stderr + done.stdout
+    client = redis.Redis.from_url(redis_url)
+    try:
+        # refused before Redis saw it: no stream, no index entry
+        assert not [key for key in client.keys(f"{key_prefix}:*")
+                    if b":stream:" in key or b":streams" in key]
+    finally:
+        client.close()
+
+
+async def test_a_partitioned_capitalised_type_round_trips(redis_url: str, key_prefix: str) -> None:
+    partitions = {"stream_partitions": {"Order.Created": 2}}
+    seen: list[tuple[str, str]] = []
+    consumer = make_bus(redis_url, key_prefix, **partitions)
+
+    @consumer.consumer("Order.*", group="billing")
+    async def bill(event: Event) -> None:
+        seen.append((event.type, event.subject or ""))
+
+    async with make_bus(redis_url, key_prefix, **partitions) as publisher:
+        for subject in ("a", "b", "c", "d"):
+            await publisher.publish("Order.Created", {}, subject=subject, durable=True)
+    keys = Keys(key_prefix)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        entries = [entry for n in range(2)
+                   for entry in client.xrange(keys.stream(f"Order.Created:p{n}"))]
+        assert len(entries) == 4
+        assert {json.loads(fields[b"e"])["type"] for _, fields in entries} == {"Order.Created"}
+    finally:
+        client.close()
+    async with consumer:
+        await wait_for(lambda: len(seen) == 4, 20, "four events")
+    assert sorted(seen) == [("Order.Created", s) for s in ("a", "b", "c", "d")]
