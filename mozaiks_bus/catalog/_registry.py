@@ -2,7 +2,10 @@
 
 Contract:
 
-* :class:`Catalog` maps a type name to a pydantic v2 model. :meth:`Catalog.validate`
+* :class:`Catalog` maps a type name to a pydantic v2 model. Names follow the bus rule
+  (:data:`mozaiks_bus.event.TYPE_RULE`: CloudEvents-style, ``com.example.order-created``
+  and ``Order.Created`` included) and are case-sensitive: ``Order.Created`` and
+  ``order.created`` are two entries. :meth:`Catalog.validate`
   checks a ``data`` dict against the model of a known type and raises
   :class:`~mozaiks_bus.errors.InvalidEvent` (``field`` = ``data.<dotted.path>`` of the
   first problem, ``rule`` = pydantic's message plus the event type) when it fails.

@@ -16,8 +16,11 @@ use), ``MOZAIKS_BUS_AMQP_URL`` being the other accepted spelling.
   exchange of that name), ``direction`` (``outbound``, ``inbound`` or ``both``), an
   optional ``queue`` (the .NET receive endpoint to declare for outbound messages) and
   ``camel_case`` (data keys ``snake_case`` on the bus, ``camelCase`` in the message).
-  A type or a message type (case-insensitively, as MassTransit matches URNs) may appear
-  once.
+  ``type`` follows the bus type rule (:data:`mozaiks_bus.event.TYPE_RULE`; the bridge
+  derives no bus type from a .NET name, so ``com.example.order-created`` or
+  ``Order.Created`` work as any other). A bus type (case-sensitively, as bus types are
+  compared) or a message type (case-insensitively, as MassTransit matches URNs) may
+  appear once.
 * ``amqp_declare_endpoints``: declare the receive endpoints (exchange + queue, as
   MassTransit declares them) of outbound contracts that name one, so messages wait for
   a .NET service that has not started yet (default true).

@@ -167,6 +167,21 @@ def test_the_masstransit_bridge_carries_a_cloudevents_type_both_ways() -> None:
     assert inbound.data == {"order_id": "o1"}
 
 
+def test_bridge_contracts_compare_bus_types_case_sensitively() -> None:
+    settings = load_settings(env={}, amqp_contracts=[
+        {"type": "Order.Created", "message_type": "Shop:OrderCreated"},
+        {"type": "order.created", "message_type": "Legacy:OrderCreated"},
+    ])
+    types = {c.type: c.message_type for c in contracts_for(settings)}
+    assert (types["Order.Created"], types["order.created"]) == (
+        "Shop:OrderCreated", "Legacy:OrderCreated")
+    with pytest.raises(ConfigError, match="already configured"):
+        load_settings(env={}, amqp_contracts=[
+            {"type": "Order.Created", "message_type": "Shop:OrderCreated"},
+            {"type": "Order.Created", "message_type": "Shop:OrderPlaced"},
+        ])
+
+
 # -- POST /v1/events -------------------------------------------------------------------
 
 
