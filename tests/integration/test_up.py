@@ -24,8 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 STOP_BOUND_S = 60.0
 
 
-
-
 def ready(base: str) -> bool:
     try:
         return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
@@ -77,7 +75,10 @@ def test_up_runs_the_stack_stops_cleanly_and_keeps_confirmed_events(
     base = f"http://127.0.0.1:{port}"
     proc = start_up(tmp_path, port, env)
     try:
-        wait_until(lambda: ready(base), 60, "the API to be ready")
+        # The banner comes once the API answers /readyz and the worker is ready.
+        wait_until(lambda: "mozaiks-bus is up:" in (tmp_path / "up.log").read_text(), 120,
+                   "the banner of up")
+        assert ready(base)
         assert f"(embedded {server} " in (tmp_path / "up.log").read_text()
         order = {"specversion": "1.0", "id": "order-1", "type": "orders.created",
                  "source": "test", "data": {"n": 1}}
