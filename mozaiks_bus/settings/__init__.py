@@ -381,7 +381,7 @@ def load_settings(
     try:
         settings = BusSettings(_env=env, _config_path=config_path, **overrides)
     except ConfigError:
-        warn_misspellings(None, env)
+        warn_misspellings(BusSettings, env)
         raise
     warn_misspellings(settings, env)
     return settings

@@ -27,12 +27,11 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
+
+from pydantic import BaseModel
 
 from mozaiks_bus.settings._sources import AMQP_URL_ENV, CONFIG_ENV, env_var_for
-
-if TYPE_CHECKING:
-    from mozaiks_bus.settings import BusSettings
 
 __all__ = [
     "CUTOFF",
@@ -72,25 +71,27 @@ def known_env_names(fields: Iterable[str]) -> frozenset[str]:
     return frozenset(env_var_for(name) for name in fields) | _OTHER_KNOWN
 
 
-def _named_by(settings: BusSettings) -> set[str]:
-    named = {token.token_env for token in settings.api_tokens}
-    for sink in settings.sinks:
+def _named_by(settings: BaseModel) -> set[str]:
+    tokens: Iterable[Any] = getattr(settings, "api_tokens", ())
+    sinks: Iterable[Any] = getattr(settings, "sinks", ())
+    named = {str(token.token_env) for token in tokens}
+    for sink in sinks:
         named.update(str(getattr(sink, key)) for key in _SINK_SECRET_FIELDS
                      if getattr(sink, key, None))
     return named
 
 
-def find_misspellings(settings: BusSettings | None = None,
+def find_misspellings(settings: BaseModel | type[BaseModel],
                       env: Mapping[str, str] | None = None) -> list[Misspelling]:
     """The likely misspellings in ``env`` (default ``os.environ``), sorted by name.
 
-    ``settings`` (when loaded) supplies the variables it names itself (tokens, sink
-    secrets), which are never reported."""
-    from mozaiks_bus.settings import BusSettings  # noqa: PLC0415  # the package imports this
-
+    ``settings`` is the loaded :class:`~mozaiks_bus.settings.BusSettings` (the variables
+    it names itself, tokens and sink secrets, are never reported) or, when loading
+    failed, the class (its fields are what is known)."""
     environ = os.environ if env is None else env
-    known = known_env_names(BusSettings.model_fields)
-    skip = known | (_named_by(settings) if settings is not None else set())
+    model = settings if isinstance(settings, type) else type(settings)
+    known = known_env_names(model.model_fields)
+    skip = known | (set() if isinstance(settings, type) else _named_by(settings))
     tails = {name[len(_PREFIX):]: name for name in known}
     found: list[Misspelling] = []
     for name in sorted(environ):
@@ -104,7 +105,7 @@ def find_misspellings(settings: BusSettings | None = None,
     return found
 
 
-def warn_misspellings(settings: BusSettings | None = None,
+def warn_misspellings(settings: BaseModel | type[BaseModel],
                       env: Mapping[str, str] | None = None) -> list[Misspelling]:
     """Log each misspelling once per process (a warning), unless a caller reports them
     itself (:func:`reported_by_caller`); returns them all."""

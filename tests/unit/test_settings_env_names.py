@@ -35,7 +35,7 @@ def _fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
     ("mozaiks_broker_url", "MOZAIKS_BROKER_URL"),  # names are case-sensitive
 ])
 def test_a_close_match_names_the_intended_variable(name: str, meant: str) -> None:
-    assert find_misspellings(env={name: "x"}) == [Misspelling(name, meant)]
+    assert find_misspellings(BusSettings, env={name: "x"}) == [Misspelling(name, meant)]
     assert f"did you mean {meant}?" in str(Misspelling(name, meant))
 
 
@@ -47,18 +47,18 @@ def test_a_close_match_names_the_intended_variable(name: str, meant: str) -> Non
     "BROKR_URL", "REDIS_URL",  # not ours at all
 ])
 def test_known_and_unrelated_variables_are_left_alone(name: str) -> None:
-    assert find_misspellings(env={name: "x"}) == []
+    assert find_misspellings(BusSettings, env={name: "x"}) == []
 
 
 def test_every_setting_variable_is_known() -> None:
     known = known_env_names(BusSettings.model_fields)
     assert "MOZAIKS_BROKER_URL" in known
     assert "MOZAIKS_BUS_STREAM_MAX_LEN" in known
-    assert find_misspellings(env=dict.fromkeys(known, "1")) == []
+    assert find_misspellings(BusSettings, env=dict.fromkeys(known, "1")) == []
 
 
 def test_an_empty_variable_and_a_name_the_settings_use_are_not_reported() -> None:
-    assert find_misspellings(env={"MOZAIKS_BROKR_URL": ""}) == []
+    assert find_misspellings(BusSettings, env={"MOZAIKS_BROKR_URL": ""}) == []
     settings = load_settings(env={
         "MOZAIKS_BUS_API_TOKEN": "s3cret-value",  # a close match, but a token names it
         "MOZAIKS_BUS_API_TOKENS": '[{"name": "ops", "token_env": "MOZAIKS_BUS_API_TOKEN", '
