@@ -8,6 +8,7 @@ import click
 
 from mozaiks_bus.cli._common import EXIT_CONFIG, dump_json, fail, load_cli_settings
 from mozaiks_bus.errors import ConfigError
+from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.settings.env_names import find_misspellings, reported_by_caller
 
 __all__ = ["config_command", "schema_command", "serve_command", "worker_command"]
@@ -48,8 +49,12 @@ def schema_command(output: str) -> None:
 @click.argument("app", required=False)
 @click.option("--processes", "-p", type=click.IntRange(min=1), default=2, show_default=True,
               help="RQ worker processes (HTTP attempts run one at a time in each).")
+@click.option("--check", is_flag=True,
+              help="Do not run: exit 0 if a worker of this install runs on this host "
+              "(its liveness key in Redis is fresh and its pid alive), else 1. For "
+              "container health checks.")
 @click.pass_context
-def worker_command(ctx: click.Context, app: str | None, processes: int) -> None:
+def worker_command(ctx: click.Context, app: str | None, processes: int, check: bool) -> None:
     """Run the HTTP sink worker (dispatcher, RQ workers, scheduler) until SIGINT/SIGTERM.
 
     APP (module:attribute of a Bus with consumers) runs alongside, and the MassTransit
@@ -59,6 +64,8 @@ def worker_command(ctx: click.Context, app: str | None, processes: int) -> None:
     from mozaiks_bus.sinks.worker import WorkerOptions, run_worker  # noqa: PLC0415
 
     settings = load_cli_settings(ctx)
+    if check:
+        _check_worker(ctx, settings)
     bus = None
     if app is not None:
         import importlib  # noqa: PLC0415
@@ -87,6 +94,17 @@ def worker_command(ctx: click.Context, app: str | None, processes: int) -> None:
         fail(exc, EXIT_CONFIG)
     except MozaiksBusError as exc:
         fail(exc)
+
+
+def _check_worker(ctx: click.Context, settings: BusSettings) -> None:
+    from mozaiks_bus.ops.worker_check import check_worker  # noqa: PLC0415
+
+    try:
+        result = check_worker(settings)
+    except ConfigError as exc:
+        fail(exc, EXIT_CONFIG)
+    click.echo(result.message, err=not result.alive)
+    ctx.exit(0 if result.alive else 1)
 
 
 @click.command("serve")
