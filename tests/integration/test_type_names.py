@@ -1,7 +1,8 @@
 """CloudEvents-style type names on a real redis-server: ``mozaiks-bus publish`` (a child
 process, as a user runs it) and the library store ``com.example.order-created`` and
 ``Order.Created`` in streams of their own, durable consumers (exact, pattern and
-partitioned) read them back, and a hostile name is refused before Redis sees it."""
+partitioned, and on a Redis Cluster) read them back, and a hostile name is refused
+before Redis sees it."""
 
 from __future__ import annotations
 
@@ -108,3 +109,27 @@ async def test_a_partitioned_capitalised_type_round_trips(redis_url: str, key_pr
     async with consumer:
         await wait_for(lambda: len(seen) == 4, 20, "four events")
     assert sorted(seen) == [("Order.Created", s) for s in ("a", "b", "c", "d")]
+
+
+async def test_cloudevents_types_round_trip_on_a_redis_cluster(
+    cluster_url: str, key_prefix: str
+) -> None:
+    """On a cluster each type's stream, dead letters and processed ids share its own
+    hash tag; a capitalised, hyphenated type is routed to its slot like any other."""
+    names = ("com.example.order-created", "Order.Created")
+    seen: list[str] = []
+    bus = make_bus(cluster_url, key_prefix)
+
+    @bus.consumer("com.example.*", group="orders")
+    async def by_pattern(event: Event) -> None:
+        seen.append(event.type)
+
+    @bus.consumer("Order.*", group="orders")
+    async def by_capital(event: Event) -> None:
+        seen.append(event.type)
+
+    async with bus:
+        for name in names:
+            await bus.publish(name, {"n": 1}, durable=True, fanout=False)
+        await wait_for(lambda: len(seen) == 2, 20, "both events")
+    assert sorted(seen) == sorted(names)
