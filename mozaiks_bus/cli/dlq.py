@@ -144,10 +144,10 @@ def dlq_purge(ctx: click.Context, type_name: str, ids: tuple[str, ...], is_sink:
               yes: bool) -> None:
     """Delete dead letters of an event type (or, with --sink, of an HTTP sink): the
     ones IDS name (entry or event ids), else every one."""
+    settings = command_settings(ctx, without_broker=NO_DEAD_LETTERS)  # before asking
     if not yes:
         what = ", ".join(ids) if ids else "every dead letter"
         click.confirm(f"Delete {what} of {type_name}?", abort=True)
-    settings = command_settings(ctx, without_broker=NO_DEAD_LETTERS)
     if is_sink:
         from mozaiks_bus.sinks import (  # noqa: PLC0415
             delete_dead_letter,

@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mozaiks_bus.settings.env_names import HOME_ENV
+
 __all__ = [
     "DEFAULT_DATA_DIR",
     "HOME_ENV",
@@ -48,7 +50,6 @@ __all__ = [
     "write_stack",
 ]
 
-HOME_ENV = "MOZAIKS_BUS_HOME"
 DEFAULT_DATA_DIR = ".mozaiks-bus"
 STACK_FILE = "stack.json"
 PORT_FILE = "redis-port"

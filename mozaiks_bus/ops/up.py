@@ -102,6 +102,9 @@ def run_up(settings: BusSettings, options: UpOptions, *, echo: Echo) -> int:
     stop = _StopFlag()
     embedded: EmbeddedRedis | None = None
     url = settings.broker_url
+    if url and options.redis_port is not None:
+        echo("mozaiks-bus up: --redis-port ignored: the broker is configured "
+             "(MOZAIKS_BROKER_URL or broker_url), so no Redis is embedded")
     if not url:
         embedded = _start_redis(options)
         url = embedded.url

@@ -91,6 +91,7 @@ def test_up_waits_for_the_line_the_worker_writes_when_it_is_ready() -> None:
     ["tail", "*", "--timeout", "1"],
     ["status"],
     ["dlq", "list"],
+    ["dlq", "purge", "x.y"],
     ["replay", "x.y", "group", "--from-id", "0"],
 ])
 def test_a_command_with_no_broker_and_no_stack_exits_2_in_one_line(
