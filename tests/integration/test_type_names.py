@@ -1,8 +1,8 @@
 """CloudEvents-style type names on a real redis-server: ``mozaiks-bus publish`` (a child
 process, as a user runs it) and the library store ``com.example.order-created`` and
 ``Order.Created`` in streams of their own, durable consumers (exact, pattern and
-partitioned, and on a Redis Cluster) read them back, and a hostile name is refused
-before Redis sees it."""
+partitioned, and on a Redis Cluster) and an HTTP sink on CloudEvents-style patterns
+read them back, case-sensitively, and a hostile name is refused before Redis sees it."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import redis
@@ -17,6 +18,8 @@ import redis
 from mozaiks_bus import Event
 from mozaiks_bus.event import TYPE_PATTERN
 from mozaiks_bus.keys import Keys
+from tests.integration.sink_support import WorkerProcess, publish, settings_for, write_config
+from tests.integration.sink_target import Target
 from tests.support import clean_env, make_bus, wait_for
 
 pytestmark = pytest.mark.integration
@@ -133,3 +136,29 @@ async def test_cloudevents_types_round_trip_on_a_redis_cluster(
             await bus.publish(name, {"n": 1}, durable=True, fanout=False)
         await wait_for(lambda: len(seen) == 2, 20, "both events")
     assert sorted(seen) == sorted(names)
+
+
+def test_a_sink_on_cloudevents_patterns_receives_those_types_only(
+    redis_url: str, key_prefix: str, tmp_path: Path, target: Target,
+    workers: list[WorkerProcess],
+) -> None:
+    sink = {"name": "orders", "url": target.url("/hook"), "timeout_s": 5.0,
+            "patterns": ["com.example.order-*", "Order.*"]}
+    config = write_config(tmp_path / "bus.toml", url=redis_url, prefix=key_prefix, sinks=[sink])
+    worker = WorkerProcess(config, tmp_path / "worker.log", cli=True).start()
+    workers.append(worker)
+    settings = settings_for(redis_url, key_prefix, config)
+    for name in ("order.created", "com.example.order-created", "Order.Created"):
+        publish(settings, name, [{"n": 1}])
+    target.wait_for(lambda: len(target.received("/hook")) >= 2, 30, "two deliveries")
+    delivered = sorted(json.loads(call.body)["type"] for call in target.received("/hook"))
+    assert delivered == ["Order.Created", "com.example.order-created"]
+    client = redis.Redis.from_url(redis_url)
+    try:  # the sink never read order.created: it has no group on that stream
+        keys = Keys(key_prefix)
+        groups = {g["name"] for g in client.xinfo_groups(keys.stream("order.created"))}
+        assert Keys.sink_group("orders").encode() not in groups
+        groups = {g["name"] for g in client.xinfo_groups(keys.stream("Order.Created"))}
+        assert Keys.sink_group("orders").encode() in groups
+    finally:
+        client.close()
