@@ -13,7 +13,8 @@ Contract of ``@bus.consumer(pattern, group=...)``:
   group, count and time) and is acked in the source, in one transaction. A handler that
   raises :class:`~mozaiks_bus.errors.Unprocessable` dead-letters the event at once.
 * **Crash recovery.** Entries a dead consumer left pending are claimed (XAUTOCLAIM) by a
-  live one after ``consumer_min_idle_s``. A running handler keeps its claim: its entry
+  live one after ``consumer_min_idle_s``, all of them in one walk at the rate the live
+  one handles entries, before its new reads (:mod:`.reclaim`). A running handler keeps its claim: its entry
   is touched (XCLAIM JUSTID) every third of that time, so a slow but healthy handler is
   not run twice at once. An entry already delivered ``max_deliveries`` times (say, one
   that kills its process) is dead-lettered without calling the handler again.
@@ -35,27 +36,29 @@ Contract of ``@bus.consumer(pattern, group=...)``:
 * **Shutdown** stops reading, waits for running handlers (bounded) and hands the rest
   back: their entries stay pending and are reclaimed after the min-idle time.
 
-This module reads and runs handlers; :mod:`.settle` acks and dead-letters,
-:mod:`.janitor` keeps claims, reclaims and sweeps.
+This module reads and hands entries to workers; :mod:`.handling` runs the handler and
+settles the outcome (:mod:`.settle` acks and dead-letters), :mod:`.janitor` keeps
+claims and sweeps, :mod:`.reclaim` takes over what dead consumers left.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from typing import Any
 
 from redis import exceptions as rexc
 
-from mozaiks_bus import tracing
 from mozaiks_bus._loop import cancel_and_wait
 from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import AsyncClient, text
 from mozaiks_bus.durable._permits import Permits
+from mozaiks_bus.durable.handling import EntryHandler
+from mozaiks_bus.durable.held import HeldEntries
 from mozaiks_bus.durable.janitor import Janitor
+from mozaiks_bus.durable.reclaim import Reclaimer
 from mozaiks_bus.durable.retries import RetryTimer
-from mozaiks_bus.durable.settle import Entry, HeldEntries, Settler
+from mozaiks_bus.durable.settle import Entry, Settler
 from mozaiks_bus.durable.spec import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_DELIVERIES,
@@ -66,11 +69,8 @@ from mozaiks_bus.durable.spec import (
     default_consumer_name,
     default_prefetch,
 )
-from mozaiks_bus.durable.streams import decode_entry, ensure_group
-from mozaiks_bus.errors import InvalidEvent, Unprocessable
-from mozaiks_bus.event import Event
+from mozaiks_bus.durable.streams import ensure_group
 from mozaiks_bus.interest import declare
-from mozaiks_bus.local import handler_name, is_async_callable
 from mozaiks_bus.patterns import compile_pattern
 from mozaiks_bus.redis_errors import REDIS_ERRORS, is_group_vanished
 from mozaiks_bus.retry import Backoff
@@ -95,7 +95,8 @@ _READ_ERROR_BACKOFF = Backoff(min_s=2.0, max_s=2.0)  # a refused read: not a los
 
 class GroupConsumer:
     """Runs one :class:`ConsumerSpec`: a reader per matching stream, ``concurrency``
-    workers, a retry timer and a :class:`~.janitor.Janitor`."""
+    workers that hand entries to an :class:`~.handling.EntryHandler`, a retry timer, a
+    :class:`~.janitor.Janitor` and a :class:`~.reclaim.Reclaimer`."""
 
     def __init__(
         self, spec: ConsumerSpec, *, settings: BusSettings, stats: BusStats,
@@ -116,24 +117,29 @@ class GroupConsumer:
         self._work: asyncio.Queue[tuple[Entry, int, bool]] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
         self._busy = 0
-        self._held: HeldEntries = {}
+        self._held = HeldEntries()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._read_size = spec.read_size  # and a reader waits for _read_batch free permits
         self._read_batch = max(1, min(self._read_size, spec.held_at_most // 2))
         self._permits.wake_at = self._read_batch
-        self._wants_delivery = spec.wants_delivery
-        self._is_async = is_async_callable(spec.handler)
         self._settle = Settler(client, self.keys, group=spec.group, consumer=self.name,
                                stats=stats, held=self._held)
         self._retries = RetryTimer(client, group=spec.group, consumer=self.name,
                                    held=self._held, permits=self._permits,
                                    delivery_count=self._delivery_count, run=self._spawn)
+        self._handler = EntryHandler(spec, consumer=self.name, client=client, stats=stats,
+                                     settle=self._settle, retries=self._retries,
+                                     held=self._held, permits=self._permits)
         self._janitor = Janitor(
             client, self.keys, settings, stats, group=spec.group, consumer=self.name,
-            guard=spec.guard, held=self._held, permits=self._permits,
-            claim_batch=spec.concurrency, types=lambda: self._readers,
-            discover=self._discover, reclaimed=self._reclaimed,
+            guard=spec.guard, held=self._held, types=lambda: self._readers,
+            discover=self._discover,
+        )
+        self._reclaimer = Reclaimer(
+            client, self.keys, settings, stats, group=spec.group, consumer=self.name,
+            held=self._held, permits=self._permits, batch=self._read_batch,
+            types=lambda: self._readers, reclaimed=self._reclaimed,
             recreate_group=self._recreate_group,
         )
 
@@ -154,6 +160,7 @@ class GroupConsumer:
             what=what)
         self._tasks = [
             asyncio.create_task(self._janitor.run(), name=f"janitor:{self.spec.group}"),
+            asyncio.create_task(self._reclaimer.run(), name=f"reclaim:{self.spec.group}"),
             asyncio.create_task(self._retries.run(), name=f"retries:{self.spec.group}"),
         ]
 
@@ -207,7 +214,8 @@ class GroupConsumer:
             # not starved; a read can overshoot the concurrency by what it asked for.
             # Read in batches: wait for half the permits rather than reading one entry
             # per freed permit (the retry/claim paths still get single permits).
-            taken = min(await self._permits.available(self._read_batch), self._read_size)
+            taken = min(await self._permits.available(self._read_batch, reader=True),
+                        self._read_size)
             try:
                 reply: Any = await self._blocking.xreadgroup(
                     self.spec.group, self.name, {key: ">" if not recovering else position},
@@ -235,10 +243,11 @@ class GroupConsumer:
     ) -> None:
         processed = await self._settle.already_processed(type_name, entries) \
             if self.spec.guard else [False] * len(entries)
-        for (entry_id, fields), done in zip(entries, processed, strict=True):
-            sid = text(entry_id)
-            self._held.setdefault(key, set()).add(sid)
-            deliveries = 1 if fresh else await self._delivery_count(key, sid)
+        sids = [text(entry_id) for entry_id, _ in entries]
+        counts = [1] * len(sids) if fresh else await self._delivery_counts(key, sids)
+        for (_, fields), sid, done, deliveries in zip(entries, sids, processed, counts,
+                                                      strict=True):
+            self._held.add(key, sid)
             self._spawn(Entry(type_name, key, sid, fields), deliveries, done)
 
     def _spawn(self, entry: Entry, deliveries: int, already_done: bool = False) -> None:
@@ -250,100 +259,27 @@ class GroupConsumer:
             entry, deliveries, already_done = await self._work.get()
             self._busy += 1
             try:
-                await self._handle(entry, deliveries, already_done=already_done)
+                await self._handler.handle(entry, deliveries, already_done=already_done)
             finally:
                 self._busy -= 1
                 self._work.task_done()
 
     async def _delivery_count(self, key: str, sid: str) -> int:
+        return (await self._delivery_counts(key, [sid]))[0]
+
+    async def _delivery_counts(self, key: str, sids: list[str]) -> list[int]:
+        """Redis's delivery count of each of ``sids`` (this consumer's, in id order as
+        XREADGROUP and XAUTOCLAIM return them), in one XPENDING."""
+        if not sids:
+            return []
         try:
-            rows = await self._client.xpending_range(key, self.spec.group, sid, sid, 1)
+            rows = await self._client.xpending_range(
+                key, self.spec.group, sids[0], sids[-1],
+                len(sids) + self._held.count(key), consumername=self.name)
         except REDIS_ERRORS:  # not known now: counted as a first delivery, not lost
-            return 1
-        return int(rows[0]["times_delivered"]) if rows else 1
-
-    # -- handling -----------------------------------------------------------------------
-
-    async def _handle(self, entry: Entry, deliveries: int, *, already_done: bool) -> None:
-        keep = False
-        try:
-            keep = await self._handle_inner(entry, deliveries, already_done)
-        except REDIS_ERRORS as exc:
-            logger.warning("could not settle %s %s (%s): it stays pending",
-                           entry.key, entry.sid, exc)
-        finally:
-            if not keep:
-                self._held.get(entry.key, set()).discard(entry.sid)
-            self._permits.give()
-
-    async def _handle_inner(self, entry: Entry, deliveries: int, already_done: bool) -> bool:
-        """Returns True when the entry stays held (a retry is scheduled, or its ack is
-        batched: the batcher releases it)."""
-        key, sid, fields = entry.key, entry.sid, entry.fields
-        if not fields:
-            self.stats.incr("lost_pending")
-            logger.error("%s %s was trimmed or deleted before %s acked it: lost",
-                         key, sid, self.spec.group)
-            await self._settle.ack_at_once(key, sid)
-            return False
-        try:
-            event, target = decode_entry(fields)
-        except InvalidEvent as exc:
-            await self._settle.dead_letter(entry, f"malformed entry: {exc}", deliveries)
-            return False
-        if (target is not None and target != self.spec.group) or already_done:
-            if already_done:
-                self.stats.incr("duplicates")
-            await self._settle.ack_at_once(key, sid)
-            return False
-        if deliveries > self.spec.max_deliveries:
-            await self._settle.dead_letter(
-                entry, "delivered too often without an ack (crashing handler?)", deliveries
-            )
-            return False
-        delivery = (Delivery(event, entry.base_type, sid, self.spec.group,
-                             self.name, deliveries, self._client, stream=entry.type_name)
-                    if self._wants_delivery else None)
-        try:
-            await self._call(event, delivery)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001  # the contract: raise = retry / dead letter
-            return await self._failed(entry, deliveries, exc)
-        self.stats.incr("consumed")
-        tx = None if delivery is None else delivery._tx
-        if not self.spec.guard and tx is None:
-            self._settle.ack_later(entry.key, entry.sid)
-            return True
-        await self._settle.ack(entry, event.id, [] if delivery is None else delivery.queued(),
-                               guard=self.spec.guard)
-        return False
-
-    async def _call(self, event: Event, delivery: Delivery | None) -> None:
-        args: tuple[Any, ...] = (event,) if delivery is None else (event, delivery)
-        if not tracing.active():  # no span machinery at all on the hot path
-            await _invoke(self.spec.handler, self._is_async, args)
-            return
-        with tracing.span("consumer", f"consume {event.type}", event.type, event.id,
-                          event.traceparent):
-            await _invoke(self.spec.handler, self._is_async, args)
-
-    async def _failed(self, entry: Entry, deliveries: int, exc: Exception) -> bool:
-        self.stats.incr("consume_failed")
-        error = f"{type(exc).__name__}: {exc}"
-        name = handler_name(self.spec.handler)
-        if deliveries >= self.spec.max_deliveries or isinstance(exc, Unprocessable):
-            logger.error("%s failed %s %s on delivery %d (%s): dead letter",
-                         name, entry.type_name, entry.sid, deliveries, error)
-            await self._settle.dead_letter(entry, error, deliveries)
-            return False
-        delay = self.spec.retry.delay(deliveries)
-        logger.warning("%s failed %s %s (delivery %d, %s): retry in %.2fs",
-                       name, entry.type_name, entry.sid, deliveries, error, delay)
-        self._retries.schedule(entry, delay)
-        self.stats.incr("retried")
-        return True
-
+            return [1] * len(sids)
+        found = {text(row["message_id"]): int(row["times_delivered"]) for row in rows}
+        return [found.get(sid, 1) for sid in sids]
 
 async def _read_failed(consumer: GroupConsumer, key: str, exc: BaseException,
                        backoff: Backoff) -> None:
@@ -360,13 +296,3 @@ async def _read_failed(consumer: GroupConsumer, key: str, exc: BaseException,
         await _READ_ERROR_BACKOFF.sleep()
     else:
         await consumer._availability.pause(f"reading {key}", exc, backoff)
-
-
-async def _invoke(handler: ConsumerHandler, is_async: bool, args: tuple[Any, ...]) -> None:
-    """Call a durable handler: async ones on the loop, sync ones in a worker thread."""
-    if is_async:
-        await handler(*args)
-        return
-    result = await asyncio.to_thread(handler, *args)
-    if inspect.isawaitable(result):
-        await result

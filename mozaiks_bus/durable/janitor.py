@@ -4,10 +4,9 @@ Every ``min(consumer_claim_interval_s, consumer_min_idle_s / 3, 1 s)`` it may:
 
 * **touch** the entries this consumer holds (``XCLAIM ... JUSTID``), every third of
   ``consumer_min_idle_s``, so a slow but healthy handler keeps its claim;
-* **discover** streams created since (a pattern consumer) and **reclaim**
-  (``XAUTOCLAIM``) entries a dead consumer left pending longer than
-  ``consumer_min_idle_s``, every ``consumer_claim_interval_s``; entries trimmed while
-  pending are counted as ``lost_pending``;
+* **discover** streams created since (a pattern consumer), every
+  ``consumer_claim_interval_s`` (reclaiming what dead consumers left is
+  :mod:`.reclaim`'s, in a task of its own so a long walk never delays a touch);
 * **sweep**, every minute at most: forget processed ids older than ``processed_ttl_s``
   and remove consumers idle for an hour (or 10 x the min idle) with nothing pending.
 
@@ -23,10 +22,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
 from mozaiks_bus.connection import AsyncClient, text
-from mozaiks_bus.durable._permits import Permits
-from mozaiks_bus.durable.settle import HeldEntries
+from mozaiks_bus.durable.held import HeldEntries
 from mozaiks_bus.keys import Keys
-from mozaiks_bus.redis_errors import REDIS_ERRORS, is_group_vanished
+from mozaiks_bus.redis_errors import REDIS_ERRORS
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.stats import BusStats
 
@@ -35,7 +33,6 @@ __all__ = ["Janitor"]
 logger = logging.getLogger("mozaiks_bus.durable.consumer")
 SWEEP_INTERVAL_S = 60.0
 DEAD_CONSUMER_IDLE_S = 3600.0
-StartHandlers = Callable[[str, str, list[Any]], Awaitable[None]]  # type, key, entries
 
 
 class Janitor:
@@ -43,10 +40,8 @@ class Janitor:
 
     def __init__(
         self, client: AsyncClient, keys: Keys, settings: BusSettings, stats: BusStats, *,
-        group: str, consumer: str, guard: bool, held: HeldEntries, permits: Permits,
-        claim_batch: int, types: Callable[[], Iterable[str]],
-        discover: Callable[[], Awaitable[None]], reclaimed: StartHandlers,
-        recreate_group: Callable[[str], Awaitable[None]],
+        group: str, consumer: str, guard: bool, held: HeldEntries,
+        types: Callable[[], Iterable[str]], discover: Callable[[], Awaitable[None]],
     ) -> None:
         self._client = client
         self._keys = keys
@@ -56,12 +51,8 @@ class Janitor:
         self._consumer = consumer
         self._guard = guard
         self._held = held
-        self._permits = permits
-        self._claim_batch = claim_batch
         self._types = types
         self._discover = discover
-        self._reclaimed = reclaimed
-        self._recreate_group = recreate_group
 
     async def run(self) -> None:
         """Forever (until cancelled)."""
@@ -79,8 +70,6 @@ class Janitor:
                 if now - last_claim >= interval:
                     last_claim = now
                     await self._discover()
-                    for type_name in list(self._types()):
-                        await self.claim_abandoned(type_name)
                 if now - last_sweep >= min(SWEEP_INTERVAL_S, self._settings.retention_interval_s):
                     last_sweep = now
                     for type_name in list(self._types()):
@@ -90,38 +79,9 @@ class Janitor:
 
     async def touch_held(self) -> None:
         """Reset the idle time of every entry this consumer holds."""
-        for key, ids in list(self._held.items()):
-            if ids:
-                await self._client.xclaim(key, self._group, self._consumer, 0,
-                                          cast(Any, sorted(ids)), justid=True)
-
-    async def claim_abandoned(self, type_name: str) -> None:
-        """XAUTOCLAIM entries idle past the min-idle time and start handling them."""
-        key = self._keys.stream(type_name)
-        taken = self._permits.try_take(self._claim_batch)
-        if taken == 0:
-            return
-        min_idle_ms = int(self._settings.consumer_min_idle_s * 1000)
-        try:
-            reply: Any = await self._client.xautoclaim(key, self._group, self._consumer,
-                                                       min_idle_ms, "0-0", count=taken)
-        except BaseException as exc:
-            self._permits.give(taken)
-            if isinstance(exc, Exception) and is_group_vanished(exc):
-                await self._recreate_group(key)
-                return
-            raise
-        claimed, deleted = reply[1], (reply[2] if len(reply) > 2 else [])
-        if deleted:
-            self._stats.incr("lost_pending", len(deleted))
-            logger.error("%d entries pending in %s for %s were trimmed or deleted: lost",
-                         len(deleted), key, self._group)
-        held = self._held.get(key, set())
-        mine = [(eid, fields) for eid, fields in claimed if text(eid) not in held]
-        if mine:
-            self._stats.incr("reclaimed", len(mine))
-            await self._reclaimed(type_name, key, mine)
-        self._permits.give(taken - len(mine))
+        for key, ids in self._held.snapshot():
+            await self._client.xclaim(key, self._group, self._consumer, 0, cast(Any, ids),
+                                      justid=True)
 
     async def sweep(self, type_name: str) -> None:
         """Forget old processed ids; remove long-idle consumers with nothing pending

@@ -19,7 +19,8 @@ from typing import Any
 from mozaiks_bus._loop import wait_set
 from mozaiks_bus.connection import AsyncClient
 from mozaiks_bus.durable._permits import Permits
-from mozaiks_bus.durable.settle import Entry, HeldEntries
+from mozaiks_bus.durable.held import HeldEntries
+from mozaiks_bus.durable.settle import Entry
 from mozaiks_bus.redis_errors import REDIS_ERRORS
 
 __all__ = ["RetryTimer"]
@@ -75,7 +76,7 @@ class RetryTimer:
                 continue
             if not claimed or claimed[0][1] is None:
                 self._permits.give()
-                self._held.get(key, set()).discard(sid)
+                self._held.release(key, sid)
                 continue
             deliveries = await self._delivery_count(key, sid)
             self._run(Entry(type_name, key, sid, claimed[0][1]), deliveries)

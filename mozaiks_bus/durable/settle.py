@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mozaiks_bus.connection import AsyncClient
+from mozaiks_bus.durable.held import HeldEntries
 from mozaiks_bus.durable.streams import dead_letter_fields, decode_entry
 from mozaiks_bus.errors import InvalidEvent
 from mozaiks_bus.keys import ENTRY_EVENT, Keys
@@ -27,10 +28,9 @@ from mozaiks_bus.redis_errors import REDIS_ERRORS
 from mozaiks_bus.stats import BusStats
 from mozaiks_bus.transactions import Command, commit_unless, multi_exec
 
-__all__ = ["Entry", "HeldEntries", "Settler"]
+__all__ = ["Entry", "Settler"]
 
 logger = logging.getLogger("mozaiks_bus.durable.consumer")
-HeldEntries = dict[str, set[str]]  # stream key -> entry ids this consumer handles or retries
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +79,7 @@ class Settler:
                 except REDIS_ERRORS as exc:
                     logger.warning("acking %d entries of %s failed (%s): they will be "
                                    "redelivered", len(ids), key, exc)
-                self._held.get(key, set()).difference_update(ids)
+                self._held.release(key, *ids)
 
     async def drain(self) -> None:
         """Wait for the acks queued so far."""
