@@ -34,7 +34,8 @@ every module and fails on an exception class that is missing here or not in the 
     ├── FormatError             (sinks.formats) an event cannot take a sink's format
     ├── SkipDelivery            (sinks.formats) control flow: this sink skips the event
     ├── SignatureError          (sinks.signing) a Standard Webhooks signature is bad
-    └── DemoFailed              (ops.demo) a step of the tour did not do what it said
+    ├── DemoFailed              (ops.demo) a step of the tour did not do what it said
+    └── UpError                 (ops.up) up cannot start here: a stack runs, a port is taken
 """
 
 from __future__ import annotations
