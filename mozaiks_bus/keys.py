@@ -20,6 +20,8 @@ method                         name                               cluster slot o
 ``input_request(r)``           ``P:input:{r'}``                   request ``r``
 ``control_channel(o)``         ``P:ctl:o'``                       whole name
 ``meta()``                     ``P:meta``                         whole name
+``interest()``                 ``P:{interest}:patterns`` (hash)   ``interest``
+``interest_version()``         ``P:{interest}:version`` (string)  ``interest``
 ``group(g)``                   ``g`` (not a key; validated only)  -
 ``sink_state(s)``              ``P:sink:{s}:state`` (hash)        sink ``s``
 ``sink_circuit(s)``            ``P:sink:{s}:circuit`` (hash)      sink ``s``
@@ -199,6 +201,15 @@ class Keys:
     def meta(self) -> str:
         """Install-wide metadata (a hash: schema version and the like)."""
         return f"{self.prefix}:meta"
+
+    def interest(self) -> str:
+        """Declared interest (a hash): ``<pattern>\\t<group>`` -> when it was declared;
+        every publisher stores the types it matches (:mod:`mozaiks_bus.interest`)."""
+        return f"{self.prefix}:{{interest}}:patterns"
+
+    def interest_version(self) -> str:
+        """Bumped on each declaration: publishers re-read :meth:`interest` when it moves."""
+        return f"{self.prefix}:{{interest}}:version"
 
     # -- HTTP sinks (mozaiks_bus.sinks) -------------------------------------------------
 
