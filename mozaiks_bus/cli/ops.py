@@ -14,6 +14,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -112,12 +113,14 @@ def tail_command(ctx: click.Context, pattern: str, count: int | None,
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def status_command(ctx: click.Context, as_json: bool) -> None:
-    """Streams (length, groups, lag, pending, oldest pending age), dead letters, sinks."""
+    """Streams (length, groups, lag, pending, oldest pending age), dead letters, declared
+    interest, sinks."""
     settings = command_settings(ctx, without_broker=NO_STREAMS)
 
     async def work(bus: Bus) -> dict[str, Any]:
         streams = [info.to_dict() for info in await bus.streams.streams()]
-        return {"broker": bus.health(), "streams": streams}
+        interest = [d._asdict() for d in await bus.streams.interest()]
+        return {"broker": bus.health(), "streams": streams, "interest": interest}
 
     report = run_command(with_bus(settings, work))
     report["cluster"] = cluster_nodes(settings.broker_url) if settings.broker_url else None
@@ -136,6 +139,12 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
                           str(group.get("pending", "-")), str(group.get("lag", "-")),
                           str(group.get("oldest_pending_age_s") or "-"))
     console.print(table)
+    interest = Table("pattern", "consumer group", "declared", title="declared interest "
+                     "(every publisher stores these types)")
+    for row in report["interest"]:
+        interest.add_row(row["pattern"], row["group"], time.strftime(
+            "%Y-%m-%d %H:%M:%S", time.localtime(row["since"])))
+    console.print(interest)
     if report["cluster"] is not None:
         _print_cluster(report["cluster"])
     sinks = Table("sink", "circuit", "queued (RQ)", "oldest queued (s)", "dead letters",

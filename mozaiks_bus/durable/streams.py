@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 from mozaiks_bus.connection import AsyncClient, text
 from mozaiks_bus.errors import InvalidEvent, MozaiksBusError
 from mozaiks_bus.event import Event
+from mozaiks_bus.interest import Declaration, declarations
 from mozaiks_bus.keys import ENTRY_EVENT, ENTRY_GROUP, Keys
 from mozaiks_bus.redis_errors import is_busygroup, redis_errors
 from mozaiks_bus.transactions import multi_exec
@@ -223,6 +224,10 @@ class StreamInspector:
             oldest_pending_id=None if oldest is None else text(oldest),
             oldest_pending_age_s=None if age is None else round(age, 3),
         )
+
+    async def interest(self) -> list[Declaration]:
+        """Every consumer group's declared interest (the types every publisher stores)."""
+        return await declarations(self.client, self.keys)
 
     async def streams(self) -> list[StreamInfo]:
         """Every durable stream of this install."""

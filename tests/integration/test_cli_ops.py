@@ -127,6 +127,10 @@ def test_publish_status_dlq_and_replay(
             assert stream["type"] == "orders.created"
             assert stream["dead_letters"] == 1
             assert stream["groups"][0]["name"] == "billing"
+            assert [(row["pattern"], row["group"]) for row in status["interest"]] == [
+                ("orders.created", "billing")]  # the consumer's declared interest
+            code, out = await asyncio.to_thread(invoke, "status")
+            assert "declared interest" in out, out
             broken = False
             code, out = await asyncio.to_thread(invoke, "dlq", "replay", "orders.created", "--all")
             assert code == 0, out
