@@ -121,7 +121,7 @@ def _binary(headers: Mapping[str, str], body: bytes, content_type: str | None, m
         raise HttpError(415, "unsupported_media_type", f"Content-Type {content_type or '(none)'!r}"
                         ": event data must be a JSON object (application/json or *+json)",
                         field="Content-Type", rule="must be application/json or *+json")
-    data = parse_json(body, max_depth=max_depth)
+    data = parse_json(body, max_depth=max_depth, root="data")
     if not isinstance(data, dict):
         raise HttpError(422, "invalid_event", "data: must be a JSON object (the request body "
                         "in binary mode)", field="data", rule="must be a JSON object")

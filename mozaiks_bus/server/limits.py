@@ -10,7 +10,10 @@ and checked again by the socket handler.
 
 :func:`parse_json` rejects bodies that are not UTF-8 JSON (400), nest arrays/objects
 deeper than the limit (400; checked on the raw bytes before parsing, so a hostile body
-never reaches the recursive decoder), or use NaN/Infinity (400: not JSON).
+never reaches the recursive decoder), use NaN/Infinity (400: not JSON), or hold a string
+or key with an escaped lone surrogate such as ``"\ud800"`` (400 naming the field: such a
+string is not Unicode text, cannot be written as UTF-8 and is refused by I-JSON, RFC 7493
+section 2.1). Every JSON body of the API is decoded here, so nothing after it meets one.
 """
 
 from __future__ import annotations
@@ -24,7 +27,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mozaiks_bus.server.errors import HttpError
 from mozaiks_bus.wire import try_fast_json
 
-__all__ = ["BodyLimit", "json_depth_exceeds", "parse_json"]
+__all__ = ["SURROGATE_RULE", "BodyLimit", "json_depth_exceeds", "lone_surrogate_at",
+           "parse_json"]
+
+SURROGATE_RULE = ("must be valid Unicode text: an escaped lone surrogate (\\ud800-\\udfff "
+                  "not in a high-low pair) is not a character (I-JSON, RFC 7493)")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 _STRING_RE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKETS = bytes(range(256)).translate(None, b"[]{}")  # every byte but brackets
@@ -108,8 +116,35 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def parse_json(raw: bytes, *, max_depth: int) -> Any:
-    """Decode a JSON body or raise HttpError 400 saying why."""
+def _child(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def lone_surrogate_at(value: Any, root: str = "") -> str | None:
+    """The field path (``data.items[2]``, ``[0].id``) of the first string in ``value``
+    holding a lone surrogate, the path of the object when it is a key that holds one
+    (``body`` at the top), or None when every string is Unicode text. Iterative, so any
+    depth is safe."""
+    stack: list[tuple[str, Any]] = [(root, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE_RE.search(item) is not None:
+                return path or "body"
+        elif isinstance(item, dict):
+            for key in item:
+                if _SURROGATE_RE.search(key) is not None:
+                    return path or "body"
+            stack.extend((_child(path, key), child) for key, child in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{index}]", child)
+                         for index, child in reversed(list(enumerate(item))))
+    return None
+
+
+def parse_json(raw: bytes, *, max_depth: int, root: str = "") -> Any:
+    """Decode a JSON body or raise HttpError 400 saying why (``root`` prefixes the field
+    named for a lone surrogate: ``"data"`` when the body is an event's data)."""
     if not raw.strip():
         raise HttpError(400, "malformed_json", "the request body is empty; send JSON")
     if json_depth_exceeds(raw, max_depth):
@@ -123,7 +158,7 @@ def parse_json(raw: bytes, *, max_depth: int) -> Any:
     except UnicodeDecodeError:
         raise HttpError(400, "malformed_json", "the request body is not UTF-8") from None
     try:
-        return _DECODER.decode(text)
+        value = _DECODER.decode(text)
     except ValueError as exc:  # JSONDecodeError, or an over-long integer
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         where = (f" at line {exc.lineno} column {exc.colno}"
@@ -132,3 +167,9 @@ def parse_json(raw: bytes, *, max_depth: int) -> Any:
             from None
     except RecursionError:  # pragma: no cover - the depth check runs first
         raise HttpError(400, "too_deep", "the JSON nests too deeply") from None
+    # msgspec refuses lone surrogate escapes, so only this path can have decoded one
+    field = lone_surrogate_at(value, root)
+    if field is not None:
+        raise HttpError(400, "malformed_json", f"{field}: {SURROGATE_RULE}", field=field,
+                        rule=SURROGATE_RULE)
+    return value

@@ -94,6 +94,51 @@ async def test_a_bad_event_in_a_batch_is_named_by_index(http: httpx.AsyncClient)
     assert "local scope only" in local.json()["message"]
 
 
+LONE = "\\ud800"  # the six characters of a JSON escape of a lone (unpaired) surrogate
+
+
+def _chat_event(event_id: str, **fields: str) -> str:
+    attributes = {"id": event_id, "type": "messaging.sent", "source": "s", **fields}
+    return "{" + ",".join(f'"{k}":"{v}"' for k, v in attributes.items()) + ',"data":%s}'
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (_chat_event("s1") % f'{{"text":"a{LONE}b"}}', "data.text"),
+    (_chat_event("s2") % f'{{"{LONE}":1}}', "data"),
+    (_chat_event("s3") % f'{{"items":[1,{{"x":"{LONE}"}}]}}', "data.items[1].x"),
+    (_chat_event(LONE) % "{}", "id"),
+    (_chat_event("s5", subject=LONE) % "{}", "subject"),
+    (_chat_event("s6", source=LONE) % "{}", "source"),
+    ("[" + _chat_event("s7") % "{}" + "," + _chat_event("s8") % f'{{"t":"{LONE}"}}' + "]",
+     "[1].data.t"),
+])
+async def test_a_lone_surrogate_anywhere_is_400_naming_the_field(
+    http: httpx.AsyncClient, sync_redis: redis.Redis, body: str, field: str
+) -> None:
+    headers = {**auth(ALL), "Content-Type": "application/json"}
+    response = await http.post("/v1/events", content=body.encode(), headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == field
+    assert response.json()["message"].startswith(f"{field}: must be valid Unicode text")
+    assert response.headers.get("connection") != "close"
+    assert sync_redis.xlen(Keys("mozaiks").stream("messaging.sent")) == 0
+    # the same connection still serves: a valid event goes through after it
+    ok = await http.post("/v1/events", content=(_chat_event("fine") % "{}").encode(),
+                         headers=headers)
+    assert ok.status_code == 202, ok.text
+
+
+async def test_a_lone_surrogate_in_binary_mode_data_is_400(http: httpx.AsyncClient) -> None:
+    headers = {**auth(ALL), "Content-Type": "application/json", "ce-specversion": "1.0",
+               "ce-id": "b1", "ce-source": "s", "ce-type": "messaging.sent"}
+    response = await http.post("/v1/events", content=f'{{"t":["{LONE}"]}}'.encode(),
+                               headers=headers)
+    assert response.status_code == 400
+    assert response.json()["field"] == "data.t[0]"
+    paired = await http.post("/v1/events", content=b'{"t":"\\ud83d\\ude00"}', headers=headers)
+    assert paired.status_code == 202  # a surrogate pair is one character (an emoji)
+
+
 async def test_redis_failure_is_503_and_releases_the_claims(
     served: Served, http: httpx.AsyncClient, sync_redis: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
