@@ -91,7 +91,7 @@ class Bus:
         self._outbound = Outbound(
             catalog=catalog or CATALOG, keys=keys, source=config.service,
             routing=RoutingTable([(rule.pattern, rule.scopes) for rule in config.routes]),
-            remote=self.transport.remote,
+            remote=self.transport.remote, min_replicas=config.durable_min_replicas,
         )
         self.catalog = self._outbound.catalog
         self.routing = self._outbound.routing
@@ -251,18 +251,21 @@ class Bus:
         fanout: bool | None = None,
         ui: bool | None = None,
         id: str | None = None,
+        min_replicas: int | None = None,
         **attrs: Any,
     ) -> Event:
         """Publish and wait until the broker took the event, then deliver locally.
 
         Raises :class:`PublishFailed` / :class:`BrokerUnavailable` when the broker did
-        not take it within ``publish_timeout_s`` (no local handler ran then).
+        not take it within ``publish_timeout_s`` (no local handler ran then), or when
+        fewer than ``min_replicas`` (default ``durable_min_replicas``) replicas have it.
         """
         attrs.update(subject=subject, durable=durable, fanout=fanout, ui=ui, id=id)
         event, scopes, payload = self._prepare(type, data, attrs)
         if payload is not None:
-            await self._confirmed(self.transport.publish(event, scopes, payload),
-                                  f"{event.type} {event.id}")
+            send = self.transport.publish(event, scopes, payload,
+                                          min_replicas=self._outbound.replicas(min_replicas))
+            await self._confirmed(send, f"{event.type} {event.id}")
         self.stats.published(event.type)
         self._local.deliver(event)
         return event
@@ -286,8 +289,8 @@ class Bus:
         if only_new and len(remote) != len(prepared):
             raise InvalidEvent("type", "only_new needs every event to leave the process")
         if remote:
-            send = (self.transport.publish_once(remote, marks) if only_new
-                    else self.transport.publish_atomic(remote, marks))
+            publish = self.transport.publish_once if only_new else self.transport.publish_atomic
+            send = publish(remote, marks, min_replicas=self._outbound.replicas(None))
             found = await self._confirmed(send, f"a batch of {len(events)} events") or found
         for (event, _, _), value in zip(prepared, found, strict=True):
             if value == 1:

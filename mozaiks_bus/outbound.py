@@ -34,12 +34,13 @@ class Outbound:
     """Validate, route and encode events for one bus."""
 
     def __init__(self, *, catalog: Catalog, routing: RoutingTable, keys: Keys, source: str,
-                 remote: bool) -> None:
+                 remote: bool, min_replicas: int = 0) -> None:
         self.catalog = catalog
         self.routing = routing
         self._keys = keys
         self._source = source
         self._remote = remote
+        self._min_replicas = min_replicas
 
     def create(self, type: str, data: Mapping[str, Any] | None, attrs: dict[str, Any]
                ) -> Prepared:
@@ -51,6 +52,15 @@ class Outbound:
             attrs["traceparent"] = tracing.new_traceparent(type)
         event = Event.create(type, data, source=self._source, **attrs)
         return self.route(event, fanout=fanout, durable=durable, ui=ui)
+
+    def replicas(self, asked: int | None) -> int:
+        """How many replicas a confirmed publish waits for: ``asked``, else the
+        configured ``durable_min_replicas``; ConfigError for a bad value."""
+        if asked is None:
+            return self._min_replicas
+        if type(asked) is not int or not 0 <= asked <= 64:
+            raise ConfigError("min_replicas", f"must be an integer from 0 to 64 (got {asked!r})")
+        return asked
 
     def refuse_local_only(self, pattern: str, group: str) -> None:
         """Raise :class:`ConfigError` (field ``routes``) if a routing rule or the catalog

@@ -14,10 +14,11 @@ Contract of ``@bus.consumer(pattern, group=...)``:
   raises :class:`~mozaiks_bus.errors.Unprocessable` dead-letters the event at once.
 * **Crash recovery.** Entries a dead consumer left pending are claimed (XAUTOCLAIM) by a
   live one after ``consumer_min_idle_s``, all of them in one walk at the rate the live
-  one handles entries, before its new reads (:mod:`.reclaim`). A running handler keeps its claim: its entry
-  is touched (XCLAIM JUSTID) every third of that time, so a slow but healthy handler is
-  not run twice at once. An entry already delivered ``max_deliveries`` times (say, one
-  that kills its process) is dead-lettered without calling the handler again.
+  one handles entries, before its new reads (:mod:`.reclaim`). A running handler keeps
+  its claim: its entry is touched (XCLAIM JUSTID) every third of that time, so a slow
+  but healthy handler is not run twice at once. An entry already delivered
+  ``max_deliveries`` times (say, one that kills its process) is dead-lettered without
+  calling the handler again.
 * **Idempotency.** The event id is the idempotency key; handlers must tolerate
   redelivery. ``guard=True`` keeps a per-group processed-id set (``processed_ttl_s``,
   default 24 h): a redelivered id is acked without calling the handler and counted

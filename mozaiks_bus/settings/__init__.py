@@ -162,6 +162,8 @@ class BusSettings(BaseSettings):
     emit_drop_policy: Literal["drop_oldest", "drop_newest"] = DEFAULT_EMIT_DROP_POLICY
     subscriber_queue_size: int = Field(default=DEFAULT_SUBSCRIBER_QUEUE_SIZE, gt=0)
     publish_timeout_s: float = Field(default=DEFAULT_PUBLISH_TIMEOUT_S, gt=0, allow_inf_nan=False)
+    # a confirmed publish (and an HTTP 202) waits until this many replicas have it (WAIT)
+    durable_min_replicas: int = Field(default=0, ge=0, le=64)
     health_check_interval_s: float = Field(
         default=DEFAULT_HEALTH_CHECK_INTERVAL_S, gt=0, allow_inf_nan=False
     )

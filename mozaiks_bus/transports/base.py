@@ -105,18 +105,21 @@ class Transport(Protocol):
     def publish_nowait(self, event: Event, scopes: Scope, payload: str) -> None:
         """Queue ``event`` for sending; never blocks, never raises (drops are counted)."""
 
-    async def publish(self, event: Event, scopes: Scope, payload: str) -> None:
+    async def publish(self, event: Event, scopes: Scope, payload: str, *,
+                      min_replicas: int = 0) -> None:
         """Send/store ``event`` and return once the broker took it, else raise; a
         transport that waits on a broker raises TimeoutError after the settings'
-        ``publish_timeout_s`` (the bus turns it into PublishFailed)."""
+        ``publish_timeout_s`` (the bus turns it into PublishFailed). ``min_replicas``:
+        return only once that many replicas have the write, else raise PublishFailed
+        (for every publish method)."""
 
     async def publish_atomic(self, items: Sequence[tuple[Event, Scope, str]],
-                             marks: Sequence[KeyMark] = ()) -> None:
+                             marks: Sequence[KeyMark] = (), *, min_replicas: int = 0) -> None:
         """Send several events as one all-or-nothing unit, with ``marks`` (keys set in
         the same unit); raise if not stored (bounded like :meth:`publish`)."""
 
     async def publish_once(self, items: Sequence[tuple[Event, Scope, str]],
-                           marks: Sequence[KeyMark]) -> list[Any]:
+                           marks: Sequence[KeyMark], *, min_replicas: int = 0) -> list[Any]:
         """Store each event whose mark key (``marks[i]``) is empty and set the mark, as
         one atomic step; store nothing if a key holds a value other than its mark's.
         Returns per event ``1`` (stored now) or the value found."""

@@ -91,15 +91,16 @@ class LocalTransport:
     def publish_nowait(self, event: Event, scopes: Scope, payload: str) -> None:
         """Local only: nothing leaves the process."""
 
-    async def publish(self, event: Event, scopes: Scope, payload: str) -> None:
+    async def publish(self, event: Event, scopes: Scope, payload: str, *,
+                      min_replicas: int = 0) -> None:
         """Local only: nothing leaves the process."""
 
     async def publish_atomic(self, items: Sequence[tuple[Event, Scope, str]],
-                             marks: Sequence[KeyMark] = ()) -> None:
+                             marks: Sequence[KeyMark] = (), *, min_replicas: int = 0) -> None:
         """Local only: nothing leaves the process."""
 
     async def publish_once(self, items: Sequence[tuple[Event, Scope, str]],
-                           marks: Sequence[KeyMark]) -> list[Any]:
+                           marks: Sequence[KeyMark], *, min_replicas: int = 0) -> list[Any]:
         """There is no broker to dedupe on."""
         raise ConfigError("broker_url", "publishing once by key needs a broker (redis://...)")
 

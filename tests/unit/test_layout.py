@@ -40,8 +40,9 @@ LONG_CLASSES = {
     # states its contract (62 of its lines). Everything behind them lives elsewhere
     # (BusLoop, Outbound, LocalSubscriptions, DurableRuntime, UiHub, the transports);
     # splitting the facade itself would scatter one API over several objects.
-    # (+10 for publish_events' store-if-new mode, the HTTP API's one-round-trip dedupe.)
-    "mozaiks_bus.bus.Bus": 340,
+    # (+10 for publish_events' store-if-new mode, the HTTP API's one-round-trip dedupe;
+    # +3 for publish's min_replicas, a parameter and its contract.)
+    "mozaiks_bus.bus.Bus": 343,
 }
 
 

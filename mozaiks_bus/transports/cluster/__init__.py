@@ -143,14 +143,15 @@ class ClusterTransport(RedisTransport):
     # -- batches --------------------------------------------------------------------------
 
     async def publish_atomic(self, items: Sequence[tuple[Event, Scope, str]],
-                             marks: Sequence[KeyMark] = ()) -> None:
+                             marks: Sequence[KeyMark] = (), *, min_replicas: int = 0) -> None:
         """One MULTI when the whole batch hashes to one slot; else every event, then
         the marks (see the module docstring). Bounded like :meth:`publish`."""
         if len(self._slots(items, marks)) <= 1:
-            await super().publish_atomic(items, marks)
+            await super().publish_atomic(items, marks, min_replicas=min_replicas)
             return
         stored = await asyncio.gather(*(
-            self.sender.confirm(EventItem(event, scopes, payload), bounded=True)
+            self.sender.confirm(EventItem(event, scopes, payload, min_replicas=min_replicas),
+                                bounded=True)
             for event, scopes, payload in items
         ), return_exceptions=True)
         failed = [outcome for outcome in stored if isinstance(outcome, BaseException)]
@@ -161,7 +162,7 @@ class ClusterTransport(RedisTransport):
                                    for mark in marks))
 
     async def publish_once(self, items: Sequence[tuple[Event, Scope, str]],
-                           marks: Sequence[KeyMark]) -> list[Any]:
+                           marks: Sequence[KeyMark], *, min_replicas: int = 0) -> list[Any]:
         """Claim every mark key (``p`` + the mark's value after its first character,
         for ``publish_timeout_s`` + 10 s), then store the claimed events with their
         marks; if a key holds a value other than its mark's, release the claims and
@@ -178,7 +179,8 @@ class ClusterTransport(RedisTransport):
             await self._drop_claims([marks[i] for i in claimed])
             return [None if reply == 1 else reply for reply in claims]
         try:
-            await self.publish_atomic([items[i] for i in claimed], [marks[i] for i in claimed])
+            await self.publish_atomic([items[i] for i in claimed], [marks[i] for i in claimed],
+                                      min_replicas=min_replicas)
         except BaseException:
             await self._drop_claims([marks[i] for i in claimed])
             raise

@@ -19,6 +19,10 @@ included) and wants one reply per command back. :class:`ClusterRouter`:
   ``retry_window_s`` has passed since the batch began: long enough to outlast a
   failover (``cluster-node-timeout`` plus the election) with the defaults. ``ASK`` is
   followed with ``ASKING`` on the same connection.
+* **Waits for replicas on every primary written.** A batch that ends with ``WAIT n
+  ms`` (confirmed items asking for ``min_replicas``) gets that ``WAIT`` after each
+  node's share, on the same connection (``WAIT`` counts that connection's writes); its
+  reply is the fewest replicas any of those primaries reported (0 for a node lost).
 * **Never guesses.** A link lost after the write (the node may have run the commands)
   is not retried here: those commands get the error as their reply and the batch ends
   with :class:`PartialBatch`, so the sender fails (or re-queues) exactly the items that
@@ -116,6 +120,17 @@ class ClusterRouter:
     async def execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """One reply per command; raises the first error reply, or :class:`PartialBatch`
         when some commands got errors (their replies are the exceptions)."""
+        if not commands or _name(commands[-1]) != b"WAIT":
+            return await self._execute(commands, None, [])
+        reached: list[int] = []
+        try:
+            replies = await self._execute(commands[:-1], commands[-1], reached)
+        except PartialBatch as partial:
+            raise PartialBatch([*partial.replies, min(reached, default=0)]) from None
+        return [*replies, min(reached, default=0)]
+
+    async def _execute(self, commands: list[tuple[Any, ...]], wait: tuple[Any, ...] | None,
+                       reached: list[int]) -> list[Any]:
         started = time.monotonic()
         replies: list[Any] = [None] * len(commands)
         pending = self._units(commands, replies)
@@ -123,7 +138,7 @@ class ClusterRouter:
         while True:
             if not self._initialized:
                 await self._refresh(started)
-            retry, refresh = await self._send_round(pending)
+            retry, refresh = await self._send_round(pending, wait, reached)
             again = {id(unit) for unit in retry}
             for unit in pending:
                 if id(unit) not in again:
@@ -205,9 +220,11 @@ class ClusterRouter:
 
     # -- sending ------------------------------------------------------------------------
 
-    async def _send_round(self, units: list[_Unit]) -> tuple[list[_Unit], bool]:
-        """Send every unit once; returns the units to send again, and whether the
-        topology should be refreshed first."""
+    async def _send_round(self, units: list[_Unit], wait: tuple[Any, ...] | None,
+                          reached: list[int]) -> tuple[list[_Unit], bool]:
+        """Send every unit once (each node's share followed by ``wait``, whose replies
+        go to ``reached``); returns the units to send again, and whether the topology
+        should be refreshed first."""
         by_node: dict[str, tuple[ClusterNode, list[_Unit]]] = {}
         retry: list[_Unit] = []
         refresh = False
@@ -222,11 +239,17 @@ class ClusterRouter:
                 refresh = True
                 continue
             by_node.setdefault(node.name, (node, []))[1].append(unit)
+        waits = {name: _Unit([wait], [], None) for name in by_node} if wait is not None else {}
         outcomes = await asyncio.gather(
-            *(self._send_node(node, share) for node, share in by_node.values()),
+            *(self._send_node(node, [*share, *([waits[node.name]] if waits else [])])
+              for node, share in by_node.values()),
             return_exceptions=True,
         )
         for (node, share), outcome in zip(by_node.values(), outcomes, strict=True):
+            if waits:
+                got = waits[node.name].replies
+                reached.append(got[0] if outcome is None and got and isinstance(got[0], int)
+                               else 0)
             refresh = self._absorb(node, share, outcome, retry) or refresh
         return retry, refresh
 
@@ -298,7 +321,9 @@ class ClusterRouter:
                 packed.extend(hiredis.pack_command(command) for command in unit.commands)
                 counts.append(len(unit.commands) + (unit.ask is not None))
             await connection.send_packed_command(b"".join(packed), check_health=False)
-            async with asyncio.timeout(self._read_timeout_s):
+            waits = [int(u.commands[0][2]) / 1000 for u in units
+                     if u.commands and _name(u.commands[0]) == b"WAIT"]
+            async with asyncio.timeout(self._read_timeout_s + sum(waits)):
                 for unit, count in zip(units, counts, strict=True):
                     got = [await _read_one(connection) for _ in range(count)]
                     unit.replies = got[1:] if unit.ask is not None else got

@@ -145,27 +145,30 @@ class RedisTransport:
         """Buffer ``event`` for the sender; never blocks or raises."""
         self.sender.publish_nowait(EventItem(event, scopes, payload))
 
-    async def publish(self, event: Event, scopes: Scope, payload: str) -> None:
+    async def publish(self, event: Event, scopes: Scope, payload: str, *,
+                      min_replicas: int = 0) -> None:
         """Send ``event`` in the next pipeline and wait for Redis's reply (bounded by
         ``publish_timeout_s``: TimeoutError, and it is not sent late)."""
-        await self.sender.confirm(EventItem(event, scopes, payload), bounded=True)
+        await self.sender.confirm(EventItem(event, scopes, payload, min_replicas=min_replicas),
+                                  bounded=True)
 
     async def publish_atomic(self, items: Sequence[tuple[Event, Scope, str]],
-                             marks: Sequence[KeyMark] = ()) -> None:
+                             marks: Sequence[KeyMark] = (), *, min_replicas: int = 0) -> None:
         """Send several events in one MULTI/EXEC with ``marks`` (``SET key value EX
         ttl`` each): all stored, or none (then raise); bounded like :meth:`publish`."""
         group = [EventItem(event, scopes, payload) for event, scopes, payload in items]
-        await self.sender.confirm(AtomicItem(group, tuple(marks)), bounded=True)
+        await self.sender.confirm(AtomicItem(group, tuple(marks), min_replicas=min_replicas),
+                                  bounded=True)
 
     async def publish_once(self, items: Sequence[tuple[Event, Scope, str]],
-                           marks: Sequence[KeyMark]) -> list[Any]:
+                           marks: Sequence[KeyMark], *, min_replicas: int = 0) -> list[Any]:
         """Store each event whose mark key is empty and set its mark, in one script
         (:mod:`.once`); nothing at all if a key holds another value. Per event: ``1``
         (stored now) or the value found (bounded like :meth:`publish`)."""
         group = [EventItem(event, scopes, payload) for event, scopes, payload in items]
         command = store_if_new_command(self.sender.commands, group, marks)
-        found: list[Any] = await self.sender.confirm(CommandItem(command, stores=tuple(group)),
-                                                     bounded=True)
+        found: list[Any] = await self.sender.confirm(
+            CommandItem(command, stores=tuple(group), min_replicas=min_replicas), bounded=True)
         if any(value != 1 for value in found):
             self.sender.commands.forget_index()  # its SADDs may not have run
         return found

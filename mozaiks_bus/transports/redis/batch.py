@@ -10,6 +10,12 @@
   most once, and Redis may have published them before the link failed.
 * A cluster node lost after the write (:class:`PartialBatch`): the items with a
   command there fail as above, the others succeed.
+* Confirmed items that asked for ``min_replicas`` make the batch end with ``WAIT``
+  (on a cluster, on every primary the batch wrote to; the fewest replicas count). An
+  item whose count was not reached within :data:`REPLICA_WAIT_SHARE` of
+  ``publish_timeout_s`` fails with :class:`PublishFailed` naming the replicas reached:
+  it is stored on the primary, but a failover may lose it (a retry with the same id
+  is safe: at least once).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from mozaiks_bus.errors import PublishFailed
 from mozaiks_bus.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.routing import Scope
 from mozaiks_bus.stats import BusStats
@@ -25,18 +32,21 @@ from mozaiks_bus.transports.redis.catch_up import InterestCatchUp, Missed
 from mozaiks_bus.transports.redis.commands import CommandBuilder, PartialBatch
 from mozaiks_bus.transports.redis.items import EventItem, Outgoing
 
-__all__ = ["BatchWriter"]
+__all__ = ["REPLICA_WAIT_SHARE", "BatchWriter"]
 
 logger = logging.getLogger("mozaiks_bus.redis")
 Execute = Callable[[list[tuple[Any, ...]]], Awaitable[list[Any]]]
+REPLICA_WAIT_SHARE = 0.8  # of publish_timeout_s: WAIT answers before the caller's deadline
 
 
 class BatchWriter:
     """Writes the sender's batches and settles each item (see the module docstring)."""
 
     def __init__(self, builder: CommandBuilder, execute: Execute, *, stats: BusStats,
-                 url: str, requeue: Callable[[list[EventItem]], int]) -> None:
+                 url: str, requeue: Callable[[list[EventItem]], int],
+                 publish_timeout_s: float) -> None:
         self._builder = builder
+        self._wait_ms = max(1, int(publish_timeout_s * REPLICA_WAIT_SHARE * 1000))
         self._execute = execute
         self._stats = stats
         self._url = url
@@ -60,6 +70,9 @@ class BatchWriter:
             kept.append(item)
         if not kept:
             return None
+        replicas = max(item.min_replicas for item in kept)
+        if replicas:
+            commands.append(("WAIT", replicas, self._wait_ms))
         try:
             replies = await self._execute(commands)
         except PartialBatch as partial:
@@ -73,8 +86,22 @@ class BatchWriter:
                 await self._catch_up.store(missed)
             except REDIS_ERRORS as exc:
                 error = self._fail_missed(missed, self._translate(exc))
+        if replicas:
+            self._check_replicas(kept, replies[-1])
         self._succeed(kept, firsts, replies)
         return error
+
+    def _check_replicas(self, items: list[Outgoing], reached: Any) -> None:
+        """Fail the items that asked for more replicas than ``WAIT`` reported."""
+        count = reached if isinstance(reached, int) else 0
+        for item in items:
+            if item.min_replicas > count and item.future is not None \
+                    and not item.future.done():
+                item.future.set_exception(PublishFailed(
+                    f"stored on the primary, but {count} of the {item.min_replicas} "
+                    f"replicas asked for had it within {self._wait_ms / 1000:g}s "
+                    "(min_replicas): a failover could lose it; publishing it again with "
+                    "the same id is safe"))
 
     def reject(self, item: Outgoing, exc: Exception) -> None:
         """An item that cannot even be turned into commands: fail it, never retry it."""

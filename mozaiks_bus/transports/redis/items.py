@@ -7,7 +7,9 @@
 * :class:`CommandItem`: one raw command (``Transport.execute``), with the events a
   script stores when it is one (``publish_once``).
 
-Each carries the future its caller awaits (None for an emitted event: nobody waits).
+Each carries the future its caller awaits (None for an emitted event: nobody waits) and,
+for a confirmed write, how many replicas must have it before the caller is told
+(``min_replicas``: the batch then ends with ``WAIT``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class EventItem:
     payload: str  # the CloudEvent JSON
     future: asyncio.Future[Any] | None = None
     stored: bool = False  # set by the command builder: this item's commands hold an XADD
+    min_replicas: int = 0
 
 
 @dataclass(slots=True)
@@ -41,6 +44,7 @@ class FrameItem:
     chat_id: str
     frame: str  # the frame JSON
     future: asyncio.Future[Any] | None = None
+    min_replicas: int = 0
 
 
 @dataclass(slots=True)
@@ -50,6 +54,7 @@ class AtomicItem:
     members: list[EventItem]
     marks: tuple[KeyMark, ...] = ()
     future: asyncio.Future[Any] | None = None
+    min_replicas: int = 0
 
 
 @dataclass(slots=True)
@@ -60,6 +65,7 @@ class CommandItem:
     command: tuple[Any, ...]
     future: asyncio.Future[Any] | None = None
     stores: tuple[EventItem, ...] = field(default=())
+    min_replicas: int = 0
 
 
 Outgoing = EventItem | FrameItem | AtomicItem | CommandItem

@@ -73,7 +73,8 @@ class Sender:
         self._deadline = SharedDeadline(settings.publish_timeout_s)
         self._executor: Executor | None = None
         self._writer = BatchWriter(self.commands, self._execute, stats=stats, url=url,
-                                   requeue=self.requeue)
+                                   requeue=self.requeue,
+                                   publish_timeout_s=settings.publish_timeout_s)
 
     @property
     def buffered(self) -> int:
