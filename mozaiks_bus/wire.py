@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -18,8 +19,11 @@ import msgspec
 
 from mozaiks_bus.errors import InvalidEvent
 
-__all__ = ["DECODER", "decode_json", "format_time", "is_json_safe", "json_safe", "parse_time",
-           "try_fast_json"]
+__all__ = ["DECODER", "decode_json", "format_time", "is_json_safe", "json_depth_exceeds",
+           "json_safe", "parse_time", "try_fast_json"]
+
+_STRING_RE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKETS = bytes(range(256)).translate(None, b"[]{}")  # every byte but brackets
 
 
 def format_time(moment: datetime) -> str:
@@ -76,6 +80,24 @@ def decode_json(raw: bytes | str) -> Any:
         return _FAST.decode(raw)
     except _FAST_REFUSES:
         return DECODER.decode(raw.decode() if isinstance(raw, bytes) else raw)
+
+
+def json_depth_exceeds(raw: bytes, limit: int) -> bool:
+    """Whether arrays/objects in the JSON text ``raw`` nest deeper than ``limit`` (strings
+    ignored). Linear and not recursive: run it before a recursive decoder sees a body
+    from outside, so a hostile one meets a rule instead of a ``RecursionError``."""
+    brackets = _STRING_RE.sub(b"", raw).translate(None, _BRACKETS)
+    if brackets.count(b"[") + brackets.count(b"{") <= limit:
+        return False
+    depth = 0
+    for byte in brackets:
+        if byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def is_json_safe(value: object, _depth: int = 0) -> bool:

@@ -86,10 +86,14 @@ _REPORT_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, TransportError
 
 
 def _address_base(url: str) -> str:
-    """``rabbitmq://host/vhost/``: the base of the envelope addresses."""
+    """``rabbitmq://host/vhost/``: the base of the envelope addresses (an IPv6 host in
+    brackets, ``rabbitmq://[::1]/``, or .NET's ``Uri`` refuses the address)."""
     parts = urlsplit(url)
     vhost = parts.path.lstrip("/")
-    return f"rabbitmq://{parts.hostname or 'localhost'}/{vhost + '/' if vhost else ''}"
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"rabbitmq://{host}/{vhost + '/' if vhost else ''}"
 
 
 def _header_text(value: Any) -> str | None:

@@ -23,9 +23,15 @@ Outbound (:func:`to_envelope`)
 
 Inbound (:func:`from_envelope`)
 -------------------------------
-MassTransit's reading rules, applied strictly: the body is a UTF-8 JSON object; the
+MassTransit's reading rules, applied strictly: the body is a UTF-8 JSON object nesting
+arrays/objects at most :data:`MAX_DEPTH` levels deep (checked before decoding); the
 ``message`` is a non-null object; non-empty ids are GUIDs; ``messageType`` is a list of
-strings matched case-insensitively against the inbound contracts' URNs. A failure
+strings matched case-insensitively against the inbound contracts' URNs. Envelope fields
+are read case-insensitively, and so are the ``message``'s properties when the contract
+has a model, as MassTransit's System.Text.Json options bind them
+(``PropertyNameCaseInsensitive``): ``AppId`` or ``APPID`` is the model's ``appId`` (of
+two spellings of one property, the last wins, as in .NET; keys of dictionary-typed
+fields such as ``payload`` are kept as sent). A failure
 raises :class:`EnvelopeError` naming the field and the rule (the bridge moves such a
 message to its error queue with that reason); a readable envelope of no inbound type
 raises :class:`UnknownMessageType` (moved to the skipped queue, as MassTransit does).
@@ -53,10 +59,11 @@ from mozaiks_bus.amqp.contracts import Contract, urn_of
 from mozaiks_bus.catalog import DotnetEvent
 from mozaiks_bus.errors import InvalidEvent, MozaiksBusError
 from mozaiks_bus.event import Event
-from mozaiks_bus.wire import DECODER
+from mozaiks_bus.wire import DECODER, json_depth_exceeds
 
 __all__ = [
     "CONTENT_TYPE",
+    "MAX_DEPTH",
     "ORIGIN_HEADER",
     "EnvelopeError",
     "Inbound",
@@ -71,6 +78,9 @@ __all__ = [
 ]
 
 CONTENT_TYPE = "application/vnd.masstransit+json"
+MAX_DEPTH = 64
+"""How deep arrays/objects may nest in an inbound body (the envelope is one level), as
+the HTTP API's largest ``api_max_json_depth``."""
 ORIGIN_HEADER = "MozaiksBus-Origin"
 BRIDGED_EXTENSION = "bridgedfrom"
 """The CloudEvents extension an inbound event carries (``amqp``); outbound skips them."""
@@ -167,6 +177,24 @@ def _message_of(event: Event, contract: Contract) -> dict[str, Any]:
             raise InvalidEvent(f"data.{where}", str(first.get("msg", "is invalid"))) from None
         return {key: _net_json(value) for key, value in _dump(built).items()}
     return camel_keys(event.data) if contract.camel_case else dict(event.data)
+
+
+def _bind(message: dict[str, Any], model: type[BaseModel] | None) -> dict[str, Any]:
+    """``message`` with each key that matches one of ``model``'s fields case-insensitively
+    renamed to that field (nested model fields likewise); other keys kept as sent."""
+    if model is None:
+        return message
+    fields = {name.lower(): (name, info.annotation) for name, info in
+              model.model_fields.items()}
+    bound: dict[str, Any] = {}
+    for key, value in message.items():
+        name, annotation = fields.get(key.lower(), (key, None))
+        if (isinstance(value, dict) and isinstance(annotation, type)
+                and issubclass(annotation, BaseModel)):
+            bound[name] = _bind(value, annotation)
+        else:
+            bound[name] = value  # of two spellings of one field, the last wins
+    return bound
 
 
 def _dump(model: BaseModel) -> dict[str, Any]:
@@ -274,6 +302,8 @@ def _time_field(envelope: Mapping[str, Any], name: str) -> datetime | None:
 def from_envelope(body: bytes, contracts: Iterable[Contract], *,
                   traceparent: str | None = None) -> Inbound:
     """Read an inbound MassTransit message (see the module docstring)."""
+    if json_depth_exceeds(body, MAX_DEPTH):
+        raise EnvelopeError("body", f"nests arrays/objects deeper than {MAX_DEPTH} levels")
     try:
         envelope = DECODER.decode(body.decode("utf-8"))
     except UnicodeDecodeError:
@@ -308,7 +338,7 @@ def from_envelope(body: bytes, contracts: Iterable[Contract], *,
     return Inbound(
         contract=contract,
         event_id=ids["messageId"] or str(uuid.uuid5(_GUID_NAMESPACE, body.decode("utf-8"))),
-        data=snake_keys(message) if contract.camel_case else message,
+        data=snake_keys(message) if contract.camel_case else _bind(message, contract.model),
         source=source[:1024],
         time=_time_field(canonical, "sentTime"),
         correlation_id=ids["correlationId"],

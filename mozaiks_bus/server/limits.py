@@ -25,7 +25,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mozaiks_bus.server.errors import HttpError
-from mozaiks_bus.wire import try_fast_json
+from mozaiks_bus.wire import json_depth_exceeds, try_fast_json
 
 __all__ = ["SURROGATE_RULE", "BodyLimit", "json_depth_exceeds", "lone_surrogate_at",
            "parse_json"]
@@ -33,9 +33,6 @@ __all__ = ["SURROGATE_RULE", "BodyLimit", "json_depth_exceeds", "lone_surrogate_
 SURROGATE_RULE = ("must be valid Unicode text: an escaped lone surrogate (\\ud800-\\udfff "
                   "not in a high-low pair) is not a character (I-JSON, RFC 7493)")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
-
-_STRING_RE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_BRACKETS = bytes(range(256)).translate(None, b"[]{}")  # every byte but brackets
 
 
 def _too_large(limit: int) -> HttpError:
@@ -91,22 +88,6 @@ async def _send_error(send: Send, error: HttpError) -> None:
                     (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
     })
     await send({"type": "http.response.body", "body": body})
-
-
-def json_depth_exceeds(raw: bytes, limit: int) -> bool:
-    """Whether arrays/objects in ``raw`` nest deeper than ``limit`` (strings ignored)."""
-    brackets = _STRING_RE.sub(b"", raw).translate(None, _BRACKETS)
-    if brackets.count(b"[") + brackets.count(b"{") <= limit:
-        return False
-    depth = 0
-    for byte in brackets:
-        if byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > limit:
-                return True
-        else:
-            depth -= 1
-    return False
 
 
 def _reject_constant(name: str) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -205,7 +206,7 @@ async def publish_dotnet(channel: AbstractChannel, exchange_name: str, body: byt
                                               durable=True)
     try:
         message_id = json.loads(body).get("messageId") or str(uuid.uuid4())
-    except ValueError:  # the malformed cases
+    except (ValueError, RecursionError):  # the malformed and the too deep cases
         message_id = str(uuid.uuid4())
     await exchange.publish(aio_pika.Message(
         body, content_type=rabbitmq.CONTENT_TYPE, message_id=message_id,
@@ -258,10 +259,15 @@ async def test_a_dotnet_event_reaches_a_bus_consumer_and_is_not_echoed_back(
     (dotnet_envelope(requested(), REQUESTED_URN, {"messageId": "not-a-guid"}),
      "messageId: must be a GUID"),
     (dotnet_envelope({**requested(), "appId": ""}, REQUESTED_URN), "data.appId"),
+    (dotnet_envelope({**requested(), "payload": "DEEP"}, REQUESTED_URN).replace(
+        b'"DEEP"', b"[" * 50_000 + b"]" * 50_000),
+     "body: nests arrays/objects deeper than 64 levels"),
 ])
 async def test_an_unreadable_message_lands_in_the_error_queue_with_its_reason(
     bridge: MassTransitBridge, channel: AbstractChannel, body: bytes, reason: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="mozaiks_bus.amqp")
     await publish_dotnet(channel, REQUESTED_EXCHANGE, body)
     error_queue = await channel.declare_queue(f"{bridge.queue}_error", durable=True)
     [moved] = await drain(error_queue, 1, timeout=20)
@@ -272,6 +278,29 @@ async def test_an_unreadable_message_lands_in_the_error_queue_with_its_reason(
     assert str(headers["MT-Fault-ExceptionType"]).startswith("MozaiksBus.")
     assert bridge.counters["rejected"] == 1
     assert bridge.counters["received"] == 0
+    assert not [r for r in caplog.records if r.exc_info], "a reason, not a traceback"
+
+
+async def test_a_dotnet_envelope_with_csharp_property_names_is_consumed(
+    bridge: MassTransitBridge, settings: BusSettings, channel: AbstractChannel,
+) -> None:
+    got: list[Event] = []
+    consumer_bus = make_bus(str(settings.broker_url), settings.prefix)
+
+    @consumer_bus.consumer("hosting.provisioning_requested", group="hosting", start="0")
+    async def provision(event: Event) -> None:
+        got.append(event)
+
+    pascal = {key[:1].upper() + key[1:]: value for key, value in requested("app-9").items()}
+    async with consumer_bus:
+        message_id = await publish_dotnet(channel, REQUESTED_EXCHANGE,
+                                          dotnet_envelope(pascal, REQUESTED_URN))
+        await wait_for(lambda: got, 20, "the consumer to get the PascalCase .NET event")
+    [event] = got
+    assert event.id == message_id
+    assert (event.data["appId"], event.data["ownerUserId"]) == ("app-9", "owner-1")
+    assert event.data["payload"] == {"Region": "eu-west", "MaxSpend": "12.50"}
+    assert bridge.counters["rejected"] == 0
 
 
 async def test_an_envelope_of_no_inbound_type_is_skipped_not_dropped(

@@ -204,3 +204,59 @@ def test_the_bridge_refuses_a_dotnet_endpoints_queue_as_its_own() -> None:
         MassTransitBridge(settings)
     assert caught.value.field == "amqp_queue"
     assert "compete" in caught.value.reason
+
+
+def test_a_dotnet_message_with_csharp_property_names_binds_as_masstransit_binds_it() -> None:
+    from mozaiks_bus.catalog import CATALOG  # noqa: PLC0415
+
+    message_id = str(uuid.uuid4())
+    message = {"Id": message_id, "CreatedAt": "2026-12-03T09:15:30.1234567Z", "AppId": "a",
+               "OWNERUSERID": "o", "JobType": "ProvisionAll",
+               "Payload": {"Region": "eu-west"}, "Extra": 1}
+    body = json.dumps({"MessageId": message_id, "MessageType": [
+        "urn:message:EventBus.Messages.Events:HostingProvisioningRequestedEvent"],
+        "Message": message, "SentTime": "2026-12-03T09:15:30Z"}).encode()
+    inbound = from_envelope(body, INBOUND)
+    assert inbound.event_id == message_id
+    assert inbound.data == {"id": message_id, "createdAt": "2026-12-03T09:15:30.1234567Z",
+                            "appId": "a", "ownerUserId": "o", "jobType": "ProvisionAll",
+                            "payload": {"Region": "eu-west"}, "Extra": 1}
+    CATALOG.validate("hosting.provisioning_requested", inbound.data)  # the bus takes it
+    twice = from_envelope(dotnet({"appId": "first", "APPID": "last", "ownerUserId": "o"}),
+                          INBOUND)
+    assert twice.data == {"appId": "last", "ownerUserId": "o"}  # System.Text.Json: last wins
+
+
+def test_ipv6_broker_hosts_are_bracketed_in_the_envelope_addresses() -> None:
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    from mozaiks_bus.amqp.bridge import _address_base  # noqa: PLC0415  # aio-pika
+
+    assert _address_base("amqp://guest:guest@[::1]:5672/v") == "rabbitmq://[::1]/v/"
+    assert _address_base("amqps://u:p@[2001:db8::7]/") == "rabbitmq://[2001:db8::7]/"
+    assert _address_base("amqp://u:p@rabbit.local:5672/") == "rabbitmq://rabbit.local/"
+    envelope = to_envelope(Event.create("messaging.direct_message_sent", dict(DATA)), DIRECT,
+                           address=_address_base("amqp://[::1]/v"), origin="mozaiks-bus.t",
+                           host=host_info())
+    sent = json.loads(envelope.body)
+    for name in ("sourceAddress", "destinationAddress"):
+        assert urlsplit(sent[name]).hostname == "::1"
+        assert sent[name].startswith("rabbitmq://[::1]/v/")
+
+
+def nested(levels: int) -> bytes:
+    """An envelope whose message's ``payload`` nests ``levels`` objects (written as text:
+    json.dumps itself recurses)."""
+    body = dotnet({"appId": "a", "ownerUserId": "o", "payload": "PAYLOAD"})
+    return body.replace(b'"PAYLOAD"', b'{"n":' * levels + b'"leaf"' + b"}" * levels)
+
+
+def test_a_deeply_nested_body_is_an_envelope_error_not_a_recursion_error() -> None:
+    with pytest.raises(EnvelopeError) as caught:
+        from_envelope(nested(100_000), INBOUND)
+    assert caught.value.field == "body"
+    assert caught.value.rule == "nests arrays/objects deeper than 64 levels"
+    inbound = from_envelope(nested(62), INBOUND)  # envelope, message, 62: 64 levels
+    assert inbound.data["payload"]["n"]["n"]["n"]
+    with pytest.raises(EnvelopeError):
+        from_envelope(nested(63), INBOUND)
