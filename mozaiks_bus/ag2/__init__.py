@@ -7,7 +7,8 @@ platform pins; ag2 1.0 dropped those event classes). Neither module imports AG2 
 * :func:`build_ui_event_payload` (:mod:`.payloads`) - one AG2 event as the platform's
   ``{"kind": ...}`` payload, JSON-safe, read from the real event fields;
 * :func:`forward_run` (:mod:`.forward`) - a run's events to ``bus.ui`` in order, its
-  input requests answerable from any API worker, its end published durably.
+  input requests answerable from any API worker, its end published durably; frames
+  wait out a Redis outage (:mod:`.outbox`), and a UI given up stops the run cleanly.
 """
 
 from mozaiks_bus.ag2.forward import RunOutcome, forward_run

@@ -20,7 +20,13 @@ Decisions where the platform and AG2 disagree:
   ``previous_agent``, which is what they mean. ``SelectSpeakerEvent`` (manual selection
   only) is ``orchestration.agent_started`` with its ``candidates``.
 * Tool responses are matched to their call through the context: ``name`` and
-  ``agent`` (the initiator) come from the tool call with the same id.
+  ``agent`` (the initiator) come from the tool call with the same id. ``status`` is
+  ``"error"`` when the tool raised (or was not found, or got arguments that are not
+  JSON), else ``"ok"``, for the response and for each of its ``responses``: AG2 says so
+  in the ``ExecutedFunctionEvent`` (``is_exec_success``) it sends just before the
+  response, which the context remembers by call id; for a call without one, a result
+  beginning ``"Error: "`` (what AG2 puts in place of the result of a failed call) is an
+  error.
 * ``RunCompletionEvent.cost`` has no total: ``total_tokens`` is summed over the models
   of ``usage_including_cached_inference``.
 * Timestamps are ISO 8601 UTC with one ``Z`` (the platform's carry ``+00:00Z``).
@@ -55,6 +61,7 @@ class EventBuildContext:
     turn_agent: str | None = None
     tool_call_initiators: dict[str, str] = field(default_factory=dict)
     tool_names_by_id: dict[str, str] = field(default_factory=dict)
+    tool_call_succeeded: dict[str, bool] = field(default_factory=dict)
     run_started: bool = False
 
 
@@ -149,15 +156,37 @@ def _tool_call(c: Any, ctx: EventBuildContext) -> dict[str, Any]:
     return {"kind": "tool_call", **first, "agent": agent, "tool_calls": calls}
 
 
+_AG2_ERROR_PREFIX = "Error: "  # AG2's content in place of a failed call's result
+
+
+def _record_execution(c: Any, ctx: EventBuildContext) -> None:
+    """An ``ExecutedFunctionEvent``: remember whether its call succeeded."""
+    call_id = getattr(c, "call_id", None)
+    success = getattr(c, "is_exec_success", None)
+    if call_id and isinstance(success, bool):
+        ctx.tool_call_succeeded[str(call_id)] = success
+
+
+def _tool_status(call_id: Any, content: Any, ctx: EventBuildContext) -> str:
+    succeeded = ctx.tool_call_succeeded.pop(call_id, None) if call_id else None
+    if succeeded is None:  # no ExecutedFunctionEvent seen for it
+        succeeded = not (isinstance(content, str) and content.startswith(_AG2_ERROR_PREFIX))
+    return "ok" if succeeded else "error"
+
+
 def _tool_response(c: Any, ctx: EventBuildContext) -> dict[str, Any]:
     responses = getattr(c, "tool_responses", None) or []
     call_id = responses[0].tool_call_id if responses else None
     name = getattr(c, "name", None) or (ctx.tool_names_by_id.get(call_id) if call_id else None)
     agent = (ctx.tool_call_initiators.get(call_id) if call_id else None) or _name(c.sender)
+    each = [{"call_id": r.tool_call_id, "result": json_safe(r.content),
+             "status": _tool_status(r.tool_call_id, r.content, ctx)} for r in responses]
+    if each:
+        status = "error" if any(r["status"] == "error" for r in each) else "ok"
+    else:  # a FunctionResponseEvent: one result, no call id
+        status = _tool_status(None, c.content, ctx)
     return {"kind": "tool_response", "call_id": call_id, "name": name, "agent": agent,
-            "result": json_safe(c.content), "status": "ok",
-            "responses": [{"call_id": r.tool_call_id, "result": json_safe(r.content)}
-                          for r in responses]}
+            "result": json_safe(c.content), "status": status, "responses": each}
 
 
 def _select_speaker(c: Any, ctx: EventBuildContext) -> dict[str, Any]:
@@ -250,6 +279,8 @@ def build_ui_event_payload(ev: Any, ctx: EventBuildContext | None = None) -> dic
     ctx = ctx if ctx is not None else EventBuildContext()
     class_name = type(ev).__name__
     content = getattr(ev, "content", ev)  # the wrapper's original event
+    if class_name == "ExecutedFunctionEvent":
+        _record_execution(content, ctx)
     try:
         if class_name in _HANDOFFS:
             payload = _handoff(content, ctx, _HANDOFFS[class_name])

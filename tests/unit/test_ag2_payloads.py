@@ -73,6 +73,33 @@ def test_tool_call_then_its_response_are_matched_by_call_id() -> None:
         ("tool_response", "call_1", "lookup_weather", "planner", "sunny", "ok")
 
 
+def test_a_tool_that_raised_gives_an_error_status() -> None:
+    ctx = EventBuildContext()
+    payload(agent_events.ExecutedFunctionEvent(
+        uuid=U, func_name="lookup", call_id="call_2", arguments={}, recipient="executor",
+        content="Error: no weather", is_exec_success=False), ctx)
+    failed = payload(agent_events.ToolResponseEvent(
+        uuid=U, sender="executor", recipient="planner", content="Error: no weather",
+        tool_responses=[{"tool_call_id": "call_2", "role": "tool",
+                         "content": "Error: no weather"}]), ctx)
+    assert failed["status"] == "error"
+    assert failed["responses"] == [{"call_id": "call_2", "result": "Error: no weather",
+                                    "status": "error"}]
+    # without its ExecutedFunctionEvent, AG2's "Error: " in place of a result says it
+    alone = payload(agent_events.FunctionResponseEvent(
+        uuid=U, sender="b", recipient="a", content="Error: Function f not found.", name="f"))
+    assert alone["status"] == "error"
+    # a tool that succeeded and returned text starting "Error: " is ok when AG2 says so
+    payload(agent_events.ExecutedFunctionEvent(
+        uuid=U, func_name="lookup", call_id="call_3", arguments={}, recipient="executor",
+        content="Error: none", is_exec_success=True), ctx)
+    fine = payload(agent_events.ToolResponseEvent(
+        uuid=U, sender="executor", recipient="planner", content="Error: none",
+        tool_responses=[{"tool_call_id": "call_3", "role": "tool", "content": "Error: none"}]),
+        ctx)
+    assert fine["status"] == "ok"
+
+
 def test_function_call_and_response() -> None:
     call = payload(agent_events.FunctionCallEvent(
         uuid=U, sender="a", recipient="b", function_call={"name": "f", "arguments": "{}"}))
