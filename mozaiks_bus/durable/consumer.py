@@ -236,16 +236,19 @@ class GroupConsumer:
                 else:
                     position = text(entries[-1][0])
 
-    async def _reclaimed(self, type_name: str, key: str, entries: list[Any]) -> None:
-        await self._start_handlers(type_name, key, entries, fresh=False)
+    async def _reclaimed(self, type_name: str, key: str, entries: list[Any],
+                         counts: list[int]) -> None:
+        await self._start_handlers(type_name, key, entries, fresh=False, counts=counts)
 
     async def _start_handlers(
-        self, type_name: str, key: str, entries: list[Any], *, fresh: bool
+        self, type_name: str, key: str, entries: list[Any], *, fresh: bool,
+        counts: list[int] | None = None,
     ) -> None:
         processed = await self._settle.already_processed(type_name, entries) \
             if self.spec.guard else [False] * len(entries)
         sids = [text(entry_id) for entry_id, _ in entries]
-        counts = [1] * len(sids) if fresh else await self._delivery_counts(key, sids)
+        if counts is None:
+            counts = [1] * len(sids) if fresh else await self._delivery_counts(key, sids)
         for (_, fields), sid, done, deliveries in zip(entries, sids, processed, counts,
                                                       strict=True):
             self._held.add(key, sid)

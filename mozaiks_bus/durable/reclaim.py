@@ -31,7 +31,8 @@ from mozaiks_bus.stats import BusStats
 __all__ = ["Reclaimer"]
 
 logger = logging.getLogger("mozaiks_bus.durable.consumer")
-StartHandlers = Callable[[str, str, list[Any]], Awaitable[None]]  # type, key, entries
+# type, key, entries, their delivery counts
+StartHandlers = Callable[[str, str, list[Any], list[int]], Awaitable[None]]
 _CURSOR_END = "0-0"
 
 
@@ -78,7 +79,7 @@ class Reclaimer:
                 await self._permits.available(self._batch)
                 taken = self._permits.try_take(self._batch)
                 try:
-                    cursor, mine = await self._claim(key, cursor, taken)
+                    cursor, mine, counts = await self._claim(key, cursor, taken)
                 except BaseException:
                     self._permits.give(taken)
                     raise
@@ -86,29 +87,36 @@ class Reclaimer:
                 if mine:
                     total += len(mine)
                     self._stats.incr("reclaimed", len(mine))
-                    await self._reclaimed(type_name, key, mine)
+                    await self._reclaimed(type_name, key, mine, counts)
                 if cursor == _CURSOR_END:
                     return total
         finally:
             self._permits.claiming -= 1
             self._permits.wake()
 
-    async def _claim(self, key: str, cursor: str, count: int) -> tuple[str, list[Any]]:
-        """One ``XAUTOCLAIM``: the next cursor, and the entries taken that this consumer
-        did not hold already."""
+    async def _claim(self, key: str, cursor: str, count: int
+                     ) -> tuple[str, list[Any], list[int]]:
+        """One ``XAUTOCLAIM`` and, in the same round trip, ``XPENDING`` of this
+        consumer's entries from the cursor on (Redis's delivery counts, which the claim
+        just raised): the next cursor, the entries taken that this consumer did not hold
+        already, and their delivery counts."""
         min_idle_ms = int(self._settings.consumer_min_idle_s * 1000)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xautoclaim(key, self._group, self._consumer, min_idle_ms, cursor, count=count)
+        pipe.xpending_range(key, self._group, cursor, "+", count + self._held.count(key),
+                            consumername=self._consumer)
         try:
-            reply: Any = await self._client.xautoclaim(key, self._group, self._consumer,
-                                                       min_idle_ms, cursor, count=count)
+            reply, rows = await pipe.execute()
         except REDIS_ERRORS as exc:
             if is_group_vanished(exc):
                 await self._recreate_group(key)
-                return _CURSOR_END, []
+                return _CURSOR_END, [], []
             raise
         claimed, deleted = reply[1], (reply[2] if len(reply) > 2 else [])
         if deleted:
             self._stats.incr("lost_pending", len(deleted))
             logger.error("%d entries pending in %s for %s were trimmed or deleted: lost",
                          len(deleted), key, self._group)
-        return text(reply[0]), [(eid, fields) for eid, fields in claimed
-                                if not self._held.holds(key, text(eid))]
+        mine = [(eid, fields) for eid, fields in claimed if not self._held.holds(key, text(eid))]
+        found = {text(row["message_id"]): int(row["times_delivered"]) for row in rows}
+        return text(reply[0]), mine, [found.get(text(eid), 1) for eid, _ in mine]
