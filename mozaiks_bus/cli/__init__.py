@@ -44,7 +44,7 @@ from pathlib import Path
 import click
 
 from mozaiks_bus._version import __version__
-from mozaiks_bus.cli import dlq, ops, service
+from mozaiks_bus.cli import dlq, ops, prove, service
 from mozaiks_bus.cli._common import EXIT_CONFIG, dump_json, load_cli_settings
 
 __all__ = ["EXIT_CONFIG", "cli", "dump_json", "load_cli_settings", "main"]
@@ -81,6 +81,6 @@ def main() -> None:
 
 for _command in (
     service.config_command, service.schema_command, service.worker_command,
-    service.serve_command, *ops.COMMANDS, dlq.dlq_group,
+    service.serve_command, *ops.COMMANDS, dlq.dlq_group, prove.prove_command,
 ):
     cli.add_command(_command)
