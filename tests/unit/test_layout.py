@@ -24,7 +24,7 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "mozaiks_bus"
 LAYERS: dict[str, int] = {
-    "transports.base": 0, "settings": 0, "catalog": 0,
+    "transports.base": 0, "settings": 0, "catalog": 0, "connection": 0,
     "transports": 1, "durable": 1, "ui": 1,
     "bus": 2,
     "compat": 3, "sinks": 3, "testing": 3, "amqp": 3, "ag2": 3,

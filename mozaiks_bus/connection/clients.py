@@ -39,7 +39,7 @@ from redis.cluster import ClusterNode
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from mozaiks_bus.broker_urls import (
+from mozaiks_bus.connection.broker_urls import (
     CLUSTER_SCHEMES,
     SCHEMES,
     BrokerUrl,
