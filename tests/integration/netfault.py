@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import socket
 import struct
 import sys
@@ -49,6 +50,8 @@ CHUNK = 65536
 QUEUE_CHUNKS = 64  # chunks in flight per direction (delayed ones): bounded, then reads wait
 RETRANSMIT_S = 0.3  # a "lost" chunk: about TCP's minimum RTO plus the added round trip
 CALL_TIMEOUT_S = 10.0
+SUBSCRIBE = re.compile(rb"\*\d+\r\n\$\d+\r\n[PS]?SUBSCRIBE\r\n", re.IGNORECASE)
+"""A (P/S)SUBSCRIBE command in RESP (not the word inside some payload)."""
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,7 @@ class FaultProxy:
             while True:
                 await self._gate(link)
                 data = await source.read(CHUNK)
-                if outbound and b"SUBSCRIBE" in data.upper():
+                if outbound and SUBSCRIBE.search(data):
                     link.subscribed = True
                 degradation = self._degradation
                 if data and degradation.reset and self._random.random() < degradation.reset:
