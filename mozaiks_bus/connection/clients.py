@@ -17,8 +17,8 @@ Accepted broker URLs (anything else raises :class:`ConfigError` naming these):
   :data:`SyncClient`); :func:`cluster_node_urls` gives each seed as a plain node URL.
 
 Passwords never appear in a message: :func:`redact_url` masks them, and
-:mod:`mozaiks_bus.redis_errors` (the one boundary where redis-py errors are translated)
-scrubs them with :func:`secrets_in`.
+:mod:`mozaiks_bus.connection.redis_errors` (the one boundary where redis-py errors are
+translated) scrubs them with :func:`secrets_in`.
 """
 
 from __future__ import annotations

@@ -10,28 +10,27 @@ Contract, both ways:
 
 * every key of one transaction hashes to one slot (a type's stream, dead letters and
   processed ids share the type's tag; :mod:`mozaiks_bus.keys`), else CROSSSLOT;
-* ``MOVED``/``ASK``/``TRYAGAIN`` (nothing ran) are followed a bounded number of times;
+* ``MOVED``/``ASK``/``TRYAGAIN``/``CLUSTERDOWN`` (nothing ran) are followed a bounded
+  number of times, by the one redirect policy (:mod:`mozaiks_bus.connection.redirects`);
   a link lost after the write is raised, never retried (the commands may have run);
 * replies are the server's own (no redis-py response callbacks on a cluster).
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import hiredis
 from redis import exceptions as rexc
 from redis.asyncio import RedisCluster
 from redis.crc import key_slot
 
 from mozaiks_bus.connection.clients import AsyncClient
+from mozaiks_bus.connection.exchange import Command, connect, exchange, raise_first
+from mozaiks_bus.connection.redirects import Follow, Redirects, redirect_of
 
 __all__ = ["CLAIM_IF_EMPTY", "Command", "commit_unless", "multi_exec"]
 
-Command = tuple[Any, ...]
 CLAIM_IF_EMPTY = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
 return redis.call('GET', KEYS[1])
@@ -39,7 +38,6 @@ return redis.call('GET', KEYS[1])
 """A one-key script: set ``KEYS[1]`` to ``ARGV[1]`` for ``ARGV[2]`` seconds unless it
 holds a value; answers 1 (taken) or the value found (the HTTP API's dedupe claims)."""
 _REDIRECTS = 5
-_TRYAGAIN_S = 0.05
 
 
 async def multi_exec(client: AsyncClient, commands: Sequence[Command]) -> list[Any]:
@@ -84,10 +82,10 @@ async def commit_unless(client: AsyncClient, watch: str, probe: Command,
     async def run(connection: Any) -> list[Any] | None:
         while True:
             watched = await _exchange(connection, [("WATCH", watch), probe])
-            _raise_first(watched)
+            raise_first(watched)
             commands = commit(watched[1])
             if commands is None:
-                _raise_first(await _exchange(connection, [("UNWATCH",)]))
+                raise_first(await _exchange(connection, [("UNWATCH",)]))
                 return None
             replies = await _exec(connection, commands)
             if replies is not None:
@@ -113,34 +111,38 @@ def _key(command: Command) -> bytes:
 async def _on_slot(client: RedisCluster, slot: int,
                    work: Callable[[Any], Awaitable[Any]]) -> Any:
     """Run ``work(connection)`` on a connection of the slot's primary, following
-    redirects (the work must send nothing that runs before a redirect answer)."""
+    redirects (:mod:`mozaiks_bus.connection.redirects`; the work must send nothing
+    that runs before a redirect answer)."""
     await client.initialize()  # a no-op once the topology is known
+    redirects = Redirects(limit=_REDIRECTS)
     ask: tuple[str, int] | None = None
-    for _ in range(_REDIRECTS):
+    while True:
         manager = client.nodes_manager
         node = manager.get_node(host=ask[0], port=ask[1]) if ask else None
         node = node or manager.get_node_from_slot(slot)
         connection = node.acquire_connection()
         try:
-            if not connection.is_connected:
-                await connection.connect()  # type: ignore[no-untyped-call]
+            await connect(connection)
             if ask is not None:
-                _raise_first(await _exchange(connection, [("ASKING",)]))
+                raise_first(await _exchange(connection, [("ASKING",)]))
             return await work(connection)
-        except rexc.AskError as redirect:  # MOVED is an AskError too
-            if isinstance(redirect, rexc.MovedError):
-                ask = None
-                await manager.initialize()
-            else:
-                ask = (redirect.host, redirect.port)
-        except rexc.TryAgainError:
-            await asyncio.sleep(_TRYAGAIN_S)
-        except BaseException:
-            await connection.disconnect()  # the reply stream may be out of step
-            raise
+        except BaseException as failed:
+            redirect = redirect_of([failed])
+            if redirect is None:
+                await connection.disconnect()  # it may hold a WATCH, or be out of step
+                raise
+            if redirects.exhausted():
+                if isinstance(failed, rexc.ClusterDownError):
+                    raise
+                raise rexc.ClusterError(f"slot {slot} kept moving: {_REDIRECTS} "
+                                        "redirects") from failed
         finally:
             node.release(connection)
-    raise rexc.ClusterError(f"slot {slot} kept moving: {_REDIRECTS} redirects")
+        if redirect.follow is not Follow.RETRY:  # TRYAGAIN: the same node again
+            ask = redirect.node
+        await redirects.pause(wait=redirect.waits)
+        if redirect.follow is Follow.REFRESH:
+            await manager.initialize()
 
 
 async def _exec(connection: Any, commands: Sequence[Command]) -> list[Any] | None:
@@ -154,26 +156,9 @@ async def _exec(connection: Any, commands: Sequence[Command]) -> list[Any] | Non
         raise result
     if result is None:
         return None
-    _raise_first(result)
+    raise_first(result)
     return list(result)
 
 
 async def _exchange(connection: Any, commands: Sequence[Command]) -> list[Any]:
-    """Write ``commands`` at once and read every reply (errors as values)."""
-    await connection.send_packed_command(
-        b"".join(hiredis.pack_command(command) for command in commands), check_health=False)
-    async with asyncio.timeout(connection.socket_timeout):
-        return [await _read(connection) for _ in commands]
-
-
-async def _read(connection: Any) -> Any:
-    try:
-        return await connection.read_response(timeout=math.inf)
-    except rexc.ResponseError as exc:  # parsed whole: the stream stays in step
-        return exc
-
-
-def _raise_first(replies: list[Any]) -> None:
-    for reply in replies:
-        if isinstance(reply, BaseException):
-            raise reply
+    return await exchange(connection, commands, timeout_s=connection.socket_timeout)

@@ -12,13 +12,15 @@ included) and wants one reply per command back. :class:`ClusterRouter`:
   reply (:class:`CrossSlot`); the cluster transport never builds one.
 * **Sends each node's share in one write on one connection**, every node at once, in
   the batch's order per node: a stream's entries (one slot, one node) keep their order.
-  Commands are packed by hiredis as on one Redis.
+  Each share is one RESP exchange (:mod:`mozaiks_bus.connection.exchange`), as on one
+  Redis.
 * **Follows the cluster.** A command the node did not run (``MOVED``, ``ASK``,
-  ``TRYAGAIN``, ``CLUSTERDOWN``) or a node that could not be reached before anything
-  was written is sent again, after a topology refresh and a bounded backoff, until
-  ``retry_window_s`` has passed since the batch began: long enough to outlast a
-  failover (``cluster-node-timeout`` plus the election) with the defaults. ``ASK`` is
-  followed with ``ASKING`` on the same connection.
+  ``TRYAGAIN``, ``CLUSTERDOWN``: the one redirect policy,
+  :mod:`mozaiks_bus.connection.redirects`) or a node that could not be reached before
+  anything was written is sent again, after a topology refresh where asked and the
+  policy's backoff, until ``retry_window_s`` has passed since the batch began: long
+  enough to outlast a failover (``cluster-node-timeout`` plus the election) with the
+  defaults. ``ASK`` is followed at once, with ``ASKING`` on the same connection.
 * **Waits for replicas on every primary written.** A batch that ends with ``WAIT n
   ms`` (confirmed items asking for ``min_replicas``) gets that ``WAIT`` after each
   node's share, on the same connection (``WAIT`` counts that connection's writes); its
@@ -33,17 +35,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import random
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import hiredis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
+from mozaiks_bus.connection.exchange import Command, connect, exchange
+from mozaiks_bus.connection.redirects import Follow, Redirects, redirect_of
 from mozaiks_bus.errors import TransportError
 from mozaiks_bus.transports.redis.commands import PartialBatch
 
@@ -51,8 +51,6 @@ __all__ = ["ClusterRouter", "CrossSlot", "Unsent", "command_slot"]
 
 logger = logging.getLogger("mozaiks_bus.cluster")
 _KEYLESS = frozenset({b"PUBLISH", b"PING"})
-_RETRY_BASE_S = 0.05
-_RETRY_CAP_S = 0.5
 
 
 class CrossSlot(TransportError, rexc.ResponseError):
@@ -95,6 +93,18 @@ class _Unit:
     ask: tuple[str, int] | None = None  # send with ASKING to this node next
     replies: list[Any] = field(default_factory=list)
 
+    def place(self, replies: list[Any], got: list[Any]) -> None:
+        """Put ``got`` (this unit's replies) at its positions in the batch's ``replies``;
+        an aborted block's EXEC gets the error that aborted it."""
+        for position, reply in zip(self.positions, got, strict=False):
+            replies[position] = reply
+        if self.block and got:
+            exec_reply = got[-1]
+            if isinstance(exec_reply, rexc.ExecAbortError):
+                first = next((r for r in got if isinstance(r, rexc.ResponseError)
+                              and not isinstance(r, rexc.ExecAbortError)), exec_reply)
+                replies[self.positions[-1]] = first
+
 
 class Unsent(TransportError):
     """The node's share was not written at all: safe to send again."""
@@ -131,30 +141,28 @@ class ClusterRouter:
 
     async def _execute(self, commands: list[tuple[Any, ...]], wait: tuple[Any, ...] | None,
                        reached: list[int]) -> list[Any]:
-        started = time.monotonic()
+        redirects = Redirects(window_s=self.retry_window_s)
         replies: list[Any] = [None] * len(commands)
         pending = self._units(commands, replies)
-        attempt = 0
         while True:
             if not self._initialized:
-                await self._refresh(started)
+                await self._refresh(redirects)
             retry, refresh = await self._send_round(pending, wait, reached)
             again = {id(unit) for unit in retry}
             for unit in pending:
                 if id(unit) not in again:
-                    self._place(unit, replies, unit.replies)
+                    unit.place(replies, unit.replies)
             if not retry:
                 break
-            waited = time.monotonic() - started
-            if waited >= self.retry_window_s:
+            if redirects.exhausted():
+                gave_up = _gave_up(redirects.elapsed_s())
                 for unit in retry:
-                    self._place(unit, replies, [_gave_up(waited)] * len(unit.positions))
+                    unit.place(replies, [gave_up] * len(unit.positions))
                 break
-            attempt += 1
-            delay = min(_RETRY_CAP_S, _RETRY_BASE_S * 2 ** attempt) * (0.5 + random.random())  # noqa: S311
-            await asyncio.sleep(min(delay, max(0.0, self.retry_window_s - waited)))
+            # an ASK is followed at once; anything else after the backoff's delay
+            await redirects.pause(wait=any(unit.ask is None for unit in retry))
             if refresh:
-                await self._refresh(started)
+                await self._refresh(redirects)
             pending = retry
         errors = [reply for reply in replies if isinstance(reply, BaseException)]
         if not errors:
@@ -301,86 +309,52 @@ class ClusterRouter:
         return chosen
 
     async def _send_node(self, node: ClusterNode, units: list[_Unit]) -> None:
-        """Write ``units`` on one connection of ``node`` and read every reply into
-        ``unit.replies``; raises :class:`Unsent` if nothing could be written."""
+        """Write ``units`` (an ``ASK``ed one after ``ASKING``) in one exchange on one
+        connection of ``node`` and read every reply into ``unit.replies``; raises
+        :class:`Unsent` if nothing could be written."""
         try:
             connection = node.acquire_connection()
         except rexc.RedisError as exc:
             raise Unsent(exc) from exc
         try:
             try:
-                if not connection.is_connected:
-                    await connection.connect()  # type: ignore[no-untyped-call]
+                await connect(connection)
             except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
                 raise Unsent(exc) from exc
-            packed: list[bytes] = []
-            counts: list[int] = []
+            except BaseException:
+                await connection.disconnect()
+                raise
+            sent: list[Command] = []
             for unit in units:
-                if unit.ask is not None:
-                    packed.append(hiredis.pack_command(("ASKING",)))
-                packed.extend(hiredis.pack_command(command) for command in unit.commands)
-                counts.append(len(unit.commands) + (unit.ask is not None))
-            await connection.send_packed_command(b"".join(packed), check_health=False)
-            waits = [int(u.commands[0][2]) / 1000 for u in units
-                     if u.commands and _name(u.commands[0]) == b"WAIT"]
-            async with asyncio.timeout(self._read_timeout_s + sum(waits)):
-                for unit, count in zip(units, counts, strict=True):
-                    got = [await _read_one(connection) for _ in range(count)]
-                    unit.replies = got[1:] if unit.ask is not None else got
-                    unit.ask = None
-        except Unsent:
-            raise
-        except BaseException:
-            await connection.disconnect()  # the reply stream is out of step now
-            raise
+                sent.extend([("ASKING",), *unit.commands] if unit.ask else unit.commands)
+            got = await exchange(connection, sent, timeout_s=self._read_timeout_s)
+            at = 0
+            for unit in units:
+                at += unit.ask is not None  # ASKING's OK
+                unit.replies = got[at:at + len(unit.commands)]
+                at += len(unit.commands)
+                unit.ask = None
         finally:
             node.release(connection)
 
     def _redirected(self, unit: _Unit) -> bool | None:
-        """None: the unit is done (its replies stand). Else it is sent again; True
-        when the topology should be refreshed first."""
-        redirect: BaseException | None = None
-        for reply in unit.replies:
-            if isinstance(reply, rexc.AskError | rexc.TryAgainError | rexc.ClusterDownError):
-                redirect = reply
-                break
+        """None: the unit is done (its replies stand). Else it is sent again (to the
+        node an ``ASK`` named); True when the topology should be refreshed first."""
+        redirect = redirect_of(unit.replies)
         if redirect is None:
             return None
         self.redirects += 1
-        if isinstance(redirect, rexc.MovedError):
-            return True
-        if isinstance(redirect, rexc.AskError):
-            unit.ask = (redirect.host, redirect.port)
-            return False
-        return isinstance(redirect, rexc.ClusterDownError)
+        unit.ask = redirect.node
+        return redirect.follow is Follow.REFRESH
 
-    async def _refresh(self, started: float) -> None:
+    async def _refresh(self, redirects: Redirects) -> None:
         """Ask the cluster for its slots again (bounded by the retry window)."""
-        left = max(0.1, self.retry_window_s - (time.monotonic() - started))
         try:
-            async with asyncio.timeout(left):
+            async with asyncio.timeout(max(0.1, redirects.left_s())):
                 await self.cluster.nodes_manager.initialize()
             self._initialized = True
         except (rexc.RedisError, OSError, TimeoutError) as exc:
             logger.warning("cluster topology refresh failed: %s", exc)
-
-    @staticmethod
-    def _place(unit: _Unit, replies: list[Any], got: list[Any]) -> None:
-        for position, reply in zip(unit.positions, got, strict=False):
-            replies[position] = reply
-        if unit.block and got:
-            exec_reply = got[-1]
-            if isinstance(exec_reply, rexc.ExecAbortError):
-                first = next((r for r in got if isinstance(r, rexc.ResponseError)
-                              and not isinstance(r, rexc.ExecAbortError)), exec_reply)
-                replies[unit.positions[-1]] = first
-
-
-async def _read_one(connection: Any) -> Any:
-    try:
-        return await connection.read_response(timeout=math.inf)
-    except rexc.ResponseError as exc:  # parsed whole: the stream stays in step
-        return exc
 
 
 def _gave_up(waited: float) -> BaseException:

@@ -9,16 +9,14 @@ stream index (durable, or a type some consumer group declared interest in:
 
 from __future__ import annotations
 
-import asyncio
-import math
 import time
 from typing import Any, TypeVar
 
 import fakeredis
-import hiredis
 from redis import exceptions as rexc
 from redis.asyncio import Redis
 
+from mozaiks_bus.connection.exchange import connect, exchange
 from mozaiks_bus.errors import TransportError
 from mozaiks_bus.frames import event_frame
 from mozaiks_bus.interest import Interest
@@ -29,7 +27,7 @@ from mozaiks_bus.transports.redis.items import AtomicItem, CommandItem, EventIte
 from mozaiks_bus.transports.redis.ui import ui_append_command
 
 __all__ = ["INDEX_REFRESH_S", "CommandBuilder", "HeldConnection", "PartialBatch",
-           "execute_pipelined", "raise_if_error", "read_replies"]
+           "execute_pipelined", "raise_if_error"]
 
 T = TypeVar("T")
 INDEX_REFRESH_S = 30.0  # how often a type's membership in the stream index is re-sent
@@ -148,24 +146,6 @@ class CommandBuilder:
             commands.append(("SADD", self.keys.stream_index(), stream))
 
 
-async def read_replies(connection: Any, count: int) -> list[Any]:
-    """Read ``count`` replies from a redis-py connection; raise the first error reply.
-
-    One deadline (the connection's ``socket_timeout``) covers them all, rather than
-    redis-py's timer per reply; running out is a redis ``TimeoutError``."""
-    replies = []
-    try:
-        async with asyncio.timeout(connection.socket_timeout):
-            for _ in range(count):
-                reply = await connection.read_response(timeout=math.inf)
-                raise_if_error(reply)
-                replies.append(reply)
-    except TimeoutError:
-        raise rexc.TimeoutError(f"Redis did not answer {count} commands within "
-                                f"{connection.socket_timeout}s") from None
-    return replies
-
-
 def raise_if_error(reply: Any) -> None:
     """Raise the first error reply in ``reply`` (an EXEC reply holds one per command)."""
     if isinstance(reply, rexc.ResponseError):
@@ -203,18 +183,19 @@ async def execute_pipelined(client: Redis, commands: list[tuple[Any, ...]]) -> l
 
 class HeldConnection:
     """The sender's executor on one Redis: every batch in one write on one connection
-    held for the transport's life (reconnecting by itself).
-
-    The commands are packed by hiredis (C): redis-py's pipeline packs in Python, which
-    was half the sender's cost. memory:// (fakeredis) takes the ordinary pipeline."""
+    held for the transport's life (reconnecting by itself), through the one RESP
+    exchange (:mod:`mozaiks_bus.connection.exchange`); memory:// (fakeredis) takes the
+    ordinary pipeline."""
 
     def __init__(self, client: Redis) -> None:
         self._client = client
         self._connection: Any = None
 
     async def execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """One reply per command; raises the first error reply (the connection is
-        dropped on any failure: its reply stream is out of step then)."""
+        """One reply per command; raises the first error reply (an EXEC's included),
+        once every reply is read. A lost link or the deadline (the connection's
+        ``socket_timeout``, plus a ``WAIT``'s own) drops the connection: its reply
+        stream is out of step then."""
         if isinstance(self._client, fakeredis.FakeAsyncRedis):
             return await execute_pipelined(self._client, commands)
         connection = self._connection
@@ -223,18 +204,14 @@ class HeldConnection:
             connection = await pool.get_connection()  # type: ignore[no-untyped-call]
             self._connection = connection
         try:
-            if not connection.is_connected:
-                # connect() (not send_packed_command's own reconnect) is what asks a
-                # Sentinel for the current primary after a failover.
-                await connection.connect()
-            await connection.send_packed_command(
-                b"".join(hiredis.pack_command(command) for command in commands),
-                check_health=False,
-            )
-            return await read_replies(connection, len(commands))
+            await connect(connection)
         except BaseException:
             await connection.disconnect()
             raise
+        replies = await exchange(connection, commands, timeout_s=connection.socket_timeout)
+        for reply in replies:
+            raise_if_error(reply)
+        return replies
 
     async def release(self) -> None:
         """Give the held connection back to the client's pool."""
