@@ -149,9 +149,9 @@ async def _pause(stage: Stage) -> Affected:
 
 
 async def _failover(stage: Stage) -> Affected:
+    at = time.time()  # asked for; it returns once the failover happened
     what = await asyncio.to_thread(failover, stage.url,
                                    stage.bus.config.keys.stream(stage.type_name))
-    at = time.time()
     seen, outstanding = await stage.outstanding()
     return Affected(at, seen, what, events=outstanding)
 

@@ -9,8 +9,9 @@
 * :func:`pause_primaries`: ``CLIENT PAUSE`` of every primary (everyone's traffic: opt-in).
 * :func:`failover`: ``SENTINEL FAILOVER`` of the URL's master, or ``CLUSTER FAILOVER``
   on a replica of the primary serving a key.
-* :func:`delete_prefix`: ``SCAN MATCH <prefix>:*`` on every primary (never ``KEYS``) and
-  ``UNLINK`` of what it finds, one key per command (no cross-slot command on a cluster).
+* :func:`delete_prefix`: ``SCAN MATCH <prefix>:*`` on every primary (never ``KEYS``;
+  on a cluster, every node whose ``ROLE`` says primary) and ``UNLINK`` of what it finds,
+  one key per command (no cross-slot command on a cluster).
 
 Every call is bounded by a 5 s socket timeout; a Redis error becomes the package's
 error (:func:`mozaiks_bus.redis_errors.translate_redis_error`).
@@ -18,6 +19,7 @@ error (:func:`mozaiks_bus.redis_errors.translate_redis_error`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -46,6 +48,7 @@ T = TypeVar("T")
 ADMIN_NAME = "mozaiks-bus:prove-admin"  # carries no run marker: never killed by the run
 _VOLATILE = ("persistence", "maxmemory-policy")
 _SCAN_BATCH = 500
+FAILOVER_WAIT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,16 +145,21 @@ def pause_primaries(broker_url: str, seconds: float) -> None:
 
 
 def failover(broker_url: str, key: str) -> str:
-    """Ask for a manual failover; returns what was asked of whom. Sentinel: ``SENTINEL
-    FAILOVER`` of the master (first sentinel that answers); cluster: ``CLUSTER
-    FAILOVER`` on a replica of the primary serving ``key``. Anything else: ConfigError."""
+    """Fail over and wait (bounded by ``FAILOVER_WAIT_S``) until it happened; returns
+    what was asked of whom. Sentinel: ``SENTINEL FAILOVER`` of the master (first
+    sentinel that answers), done when it names another master; cluster: ``CLUSTER
+    FAILOVER`` on a replica of the primary serving ``key``, done when that replica says
+    it is a primary. Anything else: ConfigError."""
     broker = parse_broker_url(broker_url)
     if broker.scheme == "redis+sentinel":
         for host, port in broker.sentinels:
             client = redis.Redis(host=host, port=port, socket_timeout=5.0,
                                  socket_connect_timeout=5.0, client_name=ADMIN_NAME)
             try:
+                before = client.sentinel_get_master_addr_by_name(broker.service_name)
                 client.execute_command("SENTINEL FAILOVER", broker.service_name)  # type: ignore[no-untyped-call]
+                _until(lambda c=client, b=before: c.sentinel_get_master_addr_by_name(  # type: ignore[misc]
+                    broker.service_name) != b, "the sentinel names a new master")
             except REDIS_ERRORS:
                 continue
             finally:
@@ -161,11 +169,28 @@ def failover(broker_url: str, key: str) -> str:
     if broker.cluster:
         seed, nodes = _cluster_nodes(broker_url)
         addr = _replica_of_slot(nodes, key_slot(key.encode()))
-        _on(_node_url(seed, addr), "prove: cluster failover",
+        node = _node_url(seed, addr)
+        _on(node, "prove: cluster failover",
             lambda c: c.execute_command("CLUSTER FAILOVER"))  # type: ignore[no-untyped-call]
+        _until(lambda: _on(node, "prove: cluster failover", _role) == "master",
+               f"{addr} becomes a primary")
         return f"CLUSTER FAILOVER on replica {addr}"
     raise ConfigError("--failover", "needs a Sentinel (redis+sentinel://) or Cluster "
                       "(redis+cluster://) broker: one Redis has nothing to fail over to")
+
+
+def _role(client: redis.Redis) -> str:
+    role: Any = client.execute_command("ROLE")  # type: ignore[no-untyped-call]
+    return text(role[0])
+
+
+def _until(done: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + FAILOVER_WAIT_S
+    while not done():
+        if time.monotonic() > deadline:
+            raise BrokerUnavailable(f"prove: the failover did not finish within "
+                                    f"{FAILOVER_WAIT_S:g} s ({what})")
+        time.sleep(0.1)
 
 
 def _replica_of_slot(nodes: dict[str, Any], slot: int) -> str:
@@ -180,10 +205,13 @@ def _replica_of_slot(nodes: dict[str, Any], slot: int) -> str:
 
 
 def delete_prefix(broker_url: str, prefix: str) -> int:
-    """UNLINK every key named ``<prefix>:*`` (found by SCAN on every primary); returns
-    how many. ``prefix`` holds only ``A-Z a-z 0-9 _ -``: no glob character."""
+    """UNLINK every key named ``<prefix>:*`` (found by SCAN on every node that says it
+    is a primary: after a failover, a seed's view of the cluster may lag); returns how
+    many. ``prefix`` holds only ``A-Z a-z 0-9 _ -``: no glob character."""
 
     def sweep(client: redis.Redis) -> int:
+        if _role(client) != "master":
+            return 0  # a replica: its primary's UNLINKs reach it
         deleted = 0
         batch: list[str] = []
         for key in client.scan_iter(match=f"{prefix}:*", count=_SCAN_BATCH):
@@ -193,13 +221,23 @@ def delete_prefix(broker_url: str, prefix: str) -> int:
                 batch = []
         return deleted + _unlink(client, batch)
 
-    return sum(_on(url, "prove: clean-up", sweep) for url in primary_urls(broker_url))
+    return sum(_on(url, "prove: clean-up", sweep) for url in _node_urls(broker_url))
+
+
+def _node_urls(broker_url: str) -> list[str]:
+    """Every node of a cluster (each is asked its role), or the broker URL itself."""
+    if not parse_broker_url(broker_url).cluster:
+        return [broker_url]
+    seed, nodes = _cluster_nodes(broker_url)
+    return [_node_url(seed, addr) for addr, node in sorted(nodes.items())
+            if "fail" not in node["flags"]]
 
 
 def _unlink(client: redis.Redis, keys: list[str]) -> int:
+    """UNLINK each key; one a failover just moved away (MOVED) is its new primary's."""
     if not keys:
         return 0
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.unlink(key)
-    return sum(int(n) for n in pipe.execute())
+    return sum(n for n in pipe.execute(raise_on_error=False) if isinstance(n, int))
