@@ -20,8 +20,11 @@ import signal
 import sys
 import time
 
-from mozaiks_bus import Bus, Delivery, Event, load_settings
+from mozaiks_bus.bus import Bus
 from mozaiks_bus.connection import create_async_any_client
+from mozaiks_bus.durable.consumer import Delivery
+from mozaiks_bus.event import Event
+from mozaiks_bus.settings import load_settings
 
 __all__ = ["READY", "handled_key", "main"]
 
