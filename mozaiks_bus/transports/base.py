@@ -28,6 +28,7 @@ from mozaiks_bus.routing import Scope
 __all__ = [
     "ControlHandler",
     "FrameHandler",
+    "GapHandler",
     "RemoteDeliver",
     "RouteResult",
     "Transport",
@@ -37,6 +38,7 @@ __all__ = [
 RemoteDeliver = Callable[[Event], None]
 FrameHandler = Callable[[str, str], None]  # (frame id, frame JSON)
 ControlHandler = Callable[[str], None]  # a routed message (JSON) for this process
+GapHandler = Callable[[], None]  # the live link was lost and is back: frames may be missing
 RouteResult = Literal["here", "sent", "unclaimed"]
 
 
@@ -49,10 +51,13 @@ class UiTransport(Protocol):
         """Add ``frame`` to the chat's history and deliver it live, as one atomic step
         (ids are in history order); returns its frame id."""
 
-    async def follow(self, chat_id: str, on_frame: FrameHandler) -> None:
+    async def follow(self, chat_id: str, on_frame: FrameHandler,
+                     on_gap: GapHandler | None = None) -> None:
         """Deliver the chat's live frames to ``on_frame`` (on the bus loop); returns once
         the subscription is confirmed, so history read after it leaves no gap. Raises
-        :class:`~mozaiks_bus.errors.BrokerUnavailable` if it cannot be confirmed."""
+        :class:`~mozaiks_bus.errors.BrokerUnavailable` if it cannot be confirmed.
+        ``on_gap()`` is called (on the bus loop) when the live link was lost and is
+        confirmed again: frames published meanwhile were not delivered live."""
 
     def unfollow(self, chat_id: str) -> None:
         """Stop delivering the chat's live frames."""

@@ -20,7 +20,13 @@ from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import KeyMark
 from mozaiks_bus.routing import Scope
-from mozaiks_bus.transports.base import ControlHandler, FrameHandler, RemoteDeliver, RouteResult
+from mozaiks_bus.transports.base import (
+    ControlHandler,
+    FrameHandler,
+    GapHandler,
+    RemoteDeliver,
+    RouteResult,
+)
 
 __all__ = ["LocalTransport", "LocalUi"]
 
@@ -46,8 +52,10 @@ class LocalUi:
             follower(frame_id, frame)
         return frame_id
 
-    async def follow(self, chat_id: str, on_frame: FrameHandler) -> None:
-        """Live frames of ``chat_id`` go to ``on_frame`` from now on."""
+    async def follow(self, chat_id: str, on_frame: FrameHandler,
+                     on_gap: GapHandler | None = None) -> None:
+        """Live frames of ``chat_id`` go to ``on_frame`` from now on (inline: there is no
+        link to lose, so ``on_gap`` is never called)."""
         self._followers[chat_id] = on_frame
 
     def unfollow(self, chat_id: str) -> None:

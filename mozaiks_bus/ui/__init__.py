@@ -17,6 +17,11 @@ Contract:
   history the first frame is ``chat.resync_required``: the client must reload the chat
   instead of silently missing frames. The queue is bounded: a client that stops
   reading gets :class:`SlowConsumer` and is to be closed (other clients are unaffected).
+* An open stream outlives a lost live link: when the transport's pub/sub link comes
+  back (its subscriptions confirmed again), every open stream of the chat holds its
+  live frames, reads the history and queues what it missed, then the held frames:
+  still in order, once each; a gap history no longer covers gets
+  ``chat.resync_required``, as on resume (history unreadable after three tries too).
 * Inputs: ``register_input_request(chat_id, request_id, callback) -> str`` (one-shot;
   an empty or "none" id becomes a new one) and ``await submit_user_input(request_id,
   text) -> bool`` reach the callback in whichever process registered it: a claim key in
@@ -35,6 +40,7 @@ The hub speaks only to the transport's :class:`~mozaiks_bus.transports.base.UiTr
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from mozaiks_bus._loop import BusLoop
@@ -49,6 +55,8 @@ from mozaiks_bus.ui.stream import ChatStream, SlowConsumer
 __all__ = ["ChatStream", "InputCallback", "SlowConsumer", "UiHub"]
 
 _SEQUENCED_KINDS = frozenset({"text", "print"})
+logger = logging.getLogger("mozaiks_bus.ui")
+GAP_RETRY_DELAYS_S = (0.5, 1.0, 2.0)  # reading history after a lost link, then a notice
 DEFAULT_CLIENT_QUEUE = DEFAULT_API_WS_QUEUE_SIZE  # what the API gives each WebSocket
 
 
@@ -135,7 +143,8 @@ class UiHub:
         self._streams.setdefault(chat_id, set()).add(stream)
         try:
             # every opener waits for the confirmed subscription before reading history
-            await self._transport.follow(chat_id, lambda i, f: self._on_frame(chat_id, i, f))
+            await self._transport.follow(chat_id, lambda i, f: self._on_frame(chat_id, i, f),
+                                         lambda: self._on_gap(chat_id))
             history = await self._transport.history(chat_id)
         except BaseException:
             await self._release(stream)
@@ -152,6 +161,29 @@ class UiHub:
     def _on_frame(self, chat_id: str, frame_id: str, frame: str) -> None:
         for stream in list(self._streams.get(chat_id, ())):
             stream.push(frame_id, frame)
+
+    def _on_gap(self, chat_id: str) -> None:
+        """The live link was lost and is back: hold every open stream of the chat and
+        fill in what it missed from history (on the bus loop)."""
+        marks = {stream: stream.open_gap() for stream in self._streams.get(chat_id, ())}
+        if marks:
+            asyncio.get_running_loop().create_task(self._fill_gaps(chat_id, marks))
+
+    async def _fill_gaps(self, chat_id: str, marks: dict[ChatStream, str]) -> None:
+        history: list[tuple[str, str]] | None = None
+        for delay in GAP_RETRY_DELAYS_S:
+            try:
+                history = await self._transport.history(chat_id)
+                break
+            except MozaiksBusError as exc:
+                logger.warning("chat %s: history after a lost link not read (%s)", chat_id, exc)
+                await asyncio.sleep(delay)
+        for stream, mark in marks.items():
+            if history is None:  # say so rather than go on with a silent gap
+                stream.fill_gap([], resync_notice(chat_id, mark, None))
+                continue
+            frames, notice = _after(chat_id, history, mark)
+            stream.fill_gap(frames, notice)
 
     async def _release(self, stream: ChatStream) -> None:
         streams = self._streams.get(stream.chat_id)

@@ -215,6 +215,7 @@ class RedisTransport:
 
     def _on_reconnect(self, down_s: float) -> None:
         self.stats.incr("reconnects")
+        self.ui.relinked()
         if self._deliver is None:
             return
         event = Event.create(

@@ -29,6 +29,7 @@ from mozaiks_bus.connection import create_async_client, text
 from mozaiks_bus.redis_errors import REDIS_ERRORS
 from mozaiks_bus.retry import Backoff
 from mozaiks_bus.settings import BusSettings
+from mozaiks_bus.transports.redis.confirmations import Confirmations
 
 __all__ = ["PubSubListener"]
 
@@ -68,8 +69,7 @@ class PubSubListener:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._changed = asyncio.Event()
-        self.confirmed: set[str] = set()
-        self._confirm_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.confirmations = Confirmations()
 
     # -- subscriptions ------------------------------------------------------------------
 
@@ -124,7 +124,7 @@ class PubSubListener:
                     await pubsub.subscribe(*(want_c - have_c))
                 if have_c - want_c:
                     await pubsub.unsubscribe(*(have_c - want_c))
-                    self.confirmed -= have_c - want_c
+                    self.confirmations.forget(have_c - want_c)
             except REDIS_ERRORS as exc:
                 logger.info("re-subscribing failed (%s); the listener will reconnect", exc)
 
@@ -187,16 +187,17 @@ class PubSubListener:
         pubsub = client.pubsub(ignore_subscribe_messages=False)
         try:
             patterns, channels = list(self.patterns), list(self.channels)
+            # receiving once Redis confirmed them all (the watchdog fails a deaf link)
+            self.confirmations.expect([*patterns, *channels])
             if patterns:
                 await asyncio.wait_for(pubsub.psubscribe(*patterns), interval * 2)
             if channels:
                 await asyncio.wait_for(pubsub.subscribe(*channels), interval * 2)
             self._pubsub = pubsub
-            self._connected()
             await self._read_until_dead(pubsub, interval)
         finally:
             self._pubsub = None
-            self.confirmed = set()
+            self.confirmations.forget()
             await _close_quietly(pubsub, client)
 
     def _connected(self) -> None:
@@ -233,30 +234,18 @@ class PubSubListener:
             if kind in ("pmessage", "message"):
                 on_message(message)
             elif kind in ("subscribe", "psubscribe"):
-                self._confirm(text(message["channel"]))
+                self.confirmations.confirm(text(message["channel"]))
             elif not self.subscribed:
                 return  # everything was unsubscribed: go idle
-
-    def _confirm(self, name: str) -> None:
-        self.confirmed.add(name)
-        for waiter in self._confirm_waiters.pop(name, []):
-            if not waiter.done():
-                waiter.set_result(None)
+            if self.confirmations.settled({*self.patterns, *self.channels}):
+                self._connected()
 
     async def wait_subscribed(self, name: str, timeout: float) -> bool:
-        """Wait until Redis confirmed the (P)SUBSCRIBE of ``name``; False on timeout.
-
-        Callers that read history and then go live (the ui scope) wait for this first,
-        so nothing published in between is missed."""
-        if name in self.confirmed and self.status == "receiving":
+        """Wait until Redis confirmed the (P)SUBSCRIBE of ``name``; False on timeout
+        (see :mod:`.confirmations`)."""
+        if name in self.confirmations.names and self.status == "receiving":
             return True
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._confirm_waiters.setdefault(name, []).append(waiter)
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await self.confirmations.wait(name, timeout)
 
     async def _watchdog(self, pubsub: PubSub, interval: float) -> None:
         ping_sent_at: float | None = None

@@ -21,7 +21,7 @@ from mozaiks_bus.errors import BrokerUnavailable
 from mozaiks_bus.keys import UI_FRAME_FIELD, Keys
 from mozaiks_bus.redis_errors import redis_errors
 from mozaiks_bus.settings import BusSettings
-from mozaiks_bus.transports.base import ControlHandler, FrameHandler, RouteResult
+from mozaiks_bus.transports.base import ControlHandler, FrameHandler, GapHandler, RouteResult
 from mozaiks_bus.transports.redis.listener import PubSubListener
 
 __all__ = ["UI_APPEND_SCRIPT", "RedisUi", "ui_append_command"]
@@ -60,15 +60,20 @@ class RedisUi:
         self._client = client
         self._subscribers = subscribers
         self._handlers: dict[str, Callable[[bytes], None]] = {}
+        self._gap_handlers: dict[str, GapHandler] = {}
 
     async def append(self, chat_id: str, frame: str) -> str:
         """History + publish in one script; returns the history id."""
         reply = await self._send_frame(chat_id, frame)
         return text(reply) if isinstance(reply, bytes | str) else str(reply)
 
-    async def follow(self, chat_id: str, on_frame: FrameHandler) -> None:
-        """SUBSCRIBE the chat's channel; returns once Redis confirmed it."""
+    async def follow(self, chat_id: str, on_frame: FrameHandler,
+                     on_gap: GapHandler | None = None) -> None:
+        """SUBSCRIBE the chat's channel; returns once Redis confirmed it. ``on_gap``
+        is called by :meth:`relinked`."""
         channel = self.keys.ui_channel(chat_id)
+        if on_gap is not None:
+            self._gap_handlers[channel] = on_gap
 
         def deliver(raw: bytes) -> None:
             sep = raw.find(b"|")
@@ -79,8 +84,15 @@ class RedisUi:
     def unfollow(self, chat_id: str) -> None:
         """UNSUBSCRIBE the chat's channel."""
         channel = self.keys.ui_channel(chat_id)
+        self._gap_handlers.pop(channel, None)
         if self._handlers.pop(channel, None) is not None:
             self._listener.remove(channel, pattern=False)
+
+    def relinked(self) -> None:
+        """The listener's link was lost and its subscriptions are confirmed again:
+        every followed chat may have missed frames meanwhile."""
+        for on_gap in list(self._gap_handlers.values()):
+            on_gap()
 
     async def history(self, chat_id: str) -> list[tuple[str, str]]:
         """XRANGE of the chat's history stream."""
