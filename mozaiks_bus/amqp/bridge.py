@@ -64,6 +64,7 @@ from mozaiks_bus.amqp.link import AMQP_ERRORS, RabbitLink
 from mozaiks_bus.amqp.status import COUNTERS, record_bridge_start, state_ttl_s
 from mozaiks_bus.bus import Bus
 from mozaiks_bus.connection import AsyncClient, create_sync_client, redact_url
+from mozaiks_bus.connection.redis_errors import REDIS_ERRORS
 from mozaiks_bus.errors import (
     BrokerUnavailable,
     BusClosed,
@@ -74,7 +75,6 @@ from mozaiks_bus.errors import (
     Unprocessable,
 )
 from mozaiks_bus.event import Event
-from mozaiks_bus.redis_errors import REDIS_ERRORS
 from mozaiks_bus.retry import Backoff, RetryPolicy
 from mozaiks_bus.settings import BusSettings
 

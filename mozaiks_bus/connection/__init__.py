@@ -41,7 +41,6 @@ from mozaiks_bus.connection.clients import (
     release_memory_server,
     text,
 )
-from mozaiks_bus.connection.clients import _memory_server as _memory_server
 
 __all__ = [
     "CLUSTER_SCHEMES",

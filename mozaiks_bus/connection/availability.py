@@ -32,7 +32,7 @@ from mozaiks_bus.retry import Backoff
 
 __all__ = ["REPEAT_LOG_S", "RETRYABLE", "Availability"]
 
-logger = logging.getLogger("mozaiks_bus.availability")
+logger = logging.getLogger("mozaiks_bus.connection.availability")
 T = TypeVar("T")
 REPEAT_LOG_S = 30.0
 RETRYABLE: tuple[type[BaseException], ...] = (*REDIS_ERRORS, BrokerUnavailable)

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import StreamClients
+from mozaiks_bus.connection.availability import Availability
+from mozaiks_bus.connection.redis_errors import REDIS_ERRORS
 from mozaiks_bus.durable.consumer import ConsumerSpec, GroupConsumer
 from mozaiks_bus.durable.retention import RetentionKeeper
 from mozaiks_bus.durable.streams import StreamInspector
-from mozaiks_bus.redis_errors import REDIS_ERRORS
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.stats import BusStats
 

@@ -51,8 +51,9 @@ from typing import Any
 from redis import exceptions as rexc
 
 from mozaiks_bus._loop import cancel_and_wait
-from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import AsyncClient, text
+from mozaiks_bus.connection.availability import Availability
+from mozaiks_bus.connection.redis_errors import REDIS_ERRORS, is_group_vanished
 from mozaiks_bus.durable._permits import Permits
 from mozaiks_bus.durable.handling import EntryHandler
 from mozaiks_bus.durable.held import HeldEntries
@@ -73,7 +74,6 @@ from mozaiks_bus.durable.spec import (
 from mozaiks_bus.durable.streams import ensure_group
 from mozaiks_bus.interest import declare
 from mozaiks_bus.patterns import compile_pattern
-from mozaiks_bus.redis_errors import REDIS_ERRORS, is_group_vanished
 from mozaiks_bus.retry import Backoff
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.stats import BusStats
@@ -151,7 +151,7 @@ class GroupConsumer:
         start reading, then declare the group's interest in its pattern (every publisher
         stores matching events from then on: :mod:`mozaiks_bus.interest`); while Redis
         does not answer, wait for it (reported to the
-        :class:`~mozaiks_bus.availability.Availability`), never fail."""
+        :class:`~mozaiks_bus.connection.availability.Availability`), never fail."""
         self._workers = [asyncio.create_task(self._worker(), name=f"worker:{self.spec.group}")
                          for _ in range(self.spec.concurrency)]
         what = f"consumer group {self.spec.group} ({self.spec.pattern})"

@@ -17,6 +17,7 @@ from typing import Any
 
 from mozaiks_bus import tracing
 from mozaiks_bus.connection import AsyncClient
+from mozaiks_bus.connection.redis_errors import REDIS_ERRORS
 from mozaiks_bus.durable._permits import Permits
 from mozaiks_bus.durable.held import HeldEntries
 from mozaiks_bus.durable.retries import RetryTimer
@@ -26,7 +27,6 @@ from mozaiks_bus.durable.streams import decode_entry
 from mozaiks_bus.errors import InvalidEvent, Unprocessable
 from mozaiks_bus.event import Event
 from mozaiks_bus.local import handler_name, is_async_callable
-from mozaiks_bus.redis_errors import REDIS_ERRORS
 from mozaiks_bus.stats import BusStats
 
 __all__ = ["EntryHandler"]

@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
 from mozaiks_bus.connection import AsyncClient, text
+from mozaiks_bus.connection.redis_errors import REDIS_ERRORS
 from mozaiks_bus.durable.held import HeldEntries
 from mozaiks_bus.keys import Keys
-from mozaiks_bus.redis_errors import REDIS_ERRORS
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.stats import BusStats
 

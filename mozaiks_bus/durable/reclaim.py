@@ -21,10 +21,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from mozaiks_bus.connection import AsyncClient, text
+from mozaiks_bus.connection.redis_errors import REDIS_ERRORS, is_group_vanished
 from mozaiks_bus.durable._permits import Permits
 from mozaiks_bus.durable.held import HeldEntries
 from mozaiks_bus.keys import Keys
-from mozaiks_bus.redis_errors import REDIS_ERRORS, is_group_vanished
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.stats import BusStats
 

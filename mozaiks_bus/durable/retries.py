@@ -18,10 +18,10 @@ from typing import Any
 
 from mozaiks_bus._loop import wait_set
 from mozaiks_bus.connection import AsyncClient
+from mozaiks_bus.connection.redis_errors import REDIS_ERRORS
 from mozaiks_bus.durable._permits import Permits
 from mozaiks_bus.durable.held import HeldEntries
 from mozaiks_bus.durable.settle import Entry
-from mozaiks_bus.redis_errors import REDIS_ERRORS
 
 __all__ = ["RetryTimer"]
 

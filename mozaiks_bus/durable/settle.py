@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from mozaiks_bus.connection import AsyncClient
+from mozaiks_bus.connection.redis_errors import REDIS_ERRORS
+from mozaiks_bus.connection.transactions import Command, commit_unless, multi_exec
 from mozaiks_bus.durable.held import HeldEntries
 from mozaiks_bus.durable.streams import dead_letter_fields, decode_entry
 from mozaiks_bus.errors import InvalidEvent
 from mozaiks_bus.keys import ENTRY_EVENT, Keys
 from mozaiks_bus.partitions import base_type
-from mozaiks_bus.redis_errors import REDIS_ERRORS
 from mozaiks_bus.stats import BusStats
-from mozaiks_bus.transactions import Command, commit_unless, multi_exec
 
 __all__ = ["Entry", "Settler"]
 

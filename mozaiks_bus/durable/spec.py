@@ -133,6 +133,6 @@ class Delivery:
 
 
 # On a cluster, tx only records (the consumer commits by hand, in one slot:
-# mozaiks_bus.transactions); a cluster pipeline would run each queued command in a
+# mozaiks_bus.connection.transactions); a cluster pipeline would run each queued command in a
 # thread. This client never connects: nothing is executed through it.
 _RECORDER = Redis()

@@ -21,12 +21,12 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from mozaiks_bus.connection import AsyncClient, text
+from mozaiks_bus.connection.redis_errors import is_busygroup, redis_errors
+from mozaiks_bus.connection.transactions import multi_exec
 from mozaiks_bus.errors import InvalidEvent, MozaiksBusError
 from mozaiks_bus.event import Event
 from mozaiks_bus.interest import Declaration, declarations
 from mozaiks_bus.keys import ENTRY_EVENT, ENTRY_GROUP, Keys
-from mozaiks_bus.redis_errors import is_busygroup, redis_errors
-from mozaiks_bus.transactions import multi_exec
 
 __all__ = [
     "SCAN_PAGE",

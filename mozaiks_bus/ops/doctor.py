@@ -39,8 +39,8 @@ from mozaiks_bus.connection import (
     parse_broker_url,
     redact_url,
 )
+from mozaiks_bus.connection.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.errors import ConfigError
-from mozaiks_bus.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.settings.env_names import find_misspellings
 

@@ -14,7 +14,7 @@
   one key per command (no cross-slot command on a cluster).
 
 Every call is bounded by a 5 s socket timeout; a Redis error becomes the package's
-error (:func:`mozaiks_bus.redis_errors.translate_redis_error`).
+error (:func:`mozaiks_bus.connection.redis_errors.translate_redis_error`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import redis
 from redis.crc import key_slot
 
 from mozaiks_bus.connection import cluster_node_urls, create_sync_client, parse_broker_url, text
+from mozaiks_bus.connection.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.errors import BrokerUnavailable, ConfigError
 from mozaiks_bus.ops.doctor import run_checks
-from mozaiks_bus.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.settings import BusSettings
 
 __all__ = [

@@ -29,9 +29,9 @@ from pathlib import Path
 
 from mozaiks_bus.bus import Bus
 from mozaiks_bus.connection import AsyncClient, text
+from mozaiks_bus.connection.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.ops.prove_consumer import handled_key
 from mozaiks_bus.ops.prove_load import ConsumerProcess, Record, publish_all, read_records
-from mozaiks_bus.redis_errors import REDIS_ERRORS, translate_redis_error
 
 __all__ = ["Affected", "Fault", "Outcome", "Stage"]
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import redis
 
 from mozaiks_bus.connection import create_sync_client, redact_url
+from mozaiks_bus.connection.redis_errors import REDIS_ERRORS
 from mozaiks_bus.errors import ConfigError
-from mozaiks_bus.redis_errors import REDIS_ERRORS
 from mozaiks_bus.settings import BusSettings
 
 __all__ = ["WorkerCheck", "check_worker"]

@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mozaiks_bus.connection import AsyncClient, text
+from mozaiks_bus.connection.redis_errors import redis_errors
+from mozaiks_bus.connection.transactions import CLAIM_IF_EMPTY
 from mozaiks_bus.errors import BrokerUnavailable
 from mozaiks_bus.keys import KeyMark, Keys
-from mozaiks_bus.redis_errors import redis_errors
-from mozaiks_bus.transactions import CLAIM_IF_EMPTY
 
 __all__ = ["Claims", "DedupeClaims", "digest"]
 

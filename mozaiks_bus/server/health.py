@@ -16,9 +16,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from mozaiks_bus.connection.redis_errors import ping
 from mozaiks_bus.durable.streams import StreamInfo
 from mozaiks_bus.errors import MozaiksBusError
-from mozaiks_bus.redis_errors import ping
 from mozaiks_bus.server.admin import sink_states_of
 from mozaiks_bus.server.metrics import CONTENT_TYPE, render
 from mozaiks_bus.server.state import get_state

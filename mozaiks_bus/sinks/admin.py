@@ -15,8 +15,8 @@ from typing import Any, Literal
 import redis
 
 from mozaiks_bus.connection import create_sync_any_client, create_sync_client
+from mozaiks_bus.connection.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.errors import ConfigError
-from mozaiks_bus.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.settings import BusSettings
 
 __all__ = ["admin_client", "refuse_cluster"]

@@ -47,11 +47,11 @@ from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
 from mozaiks_bus._process import die_with_parent
-from mozaiks_bus.availability import Availability
 from mozaiks_bus.bus import Bus
 from mozaiks_bus.connection import create_sync_any_client, create_sync_client
+from mozaiks_bus.connection.availability import Availability
+from mozaiks_bus.connection.redis_errors import REDIS_ERRORS
 from mozaiks_bus.errors import ConfigError
-from mozaiks_bus.redis_errors import REDIS_ERRORS
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.sinks.admin import refuse_cluster
 from mozaiks_bus.sinks.config import check_sinks

@@ -8,7 +8,7 @@ scopes as capabilities, so an injected transport replaces the whole Redis side o
   every transport has one (the local one keeps history in this process);
 * ``streams``: the Redis clients of the durable scope, or None when the transport has
   no durable streams (consumers are then plain local subscribers);
-* ``availability``: the one :class:`~mozaiks_bus.availability.Availability` its loops,
+* ``availability``: the one :class:`~mozaiks_bus.connection.availability.Availability` its loops,
   and the bus's durable consumers, report Redis outages to.
 
 Implementations import this module and the core only; the bus never names one.
@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import StreamClients
+from mozaiks_bus.connection.availability import Availability
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import KeyMark
 from mozaiks_bus.routing import Scope

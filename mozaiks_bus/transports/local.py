@@ -14,8 +14,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import StreamClients
+from mozaiks_bus.connection.availability import Availability
 from mozaiks_bus.errors import ConfigError
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import KeyMark

@@ -10,9 +10,9 @@ import pytest
 import redis.exceptions as rexc
 
 from mozaiks_bus.connection import create_async_client, create_sync_client
+from mozaiks_bus.connection.redis_errors import ping, redis_errors
 from mozaiks_bus.errors import BrokerUnavailable
 from mozaiks_bus.keys import Keys
-from mozaiks_bus.redis_errors import ping, redis_errors
 from tests.conftest import NO_REDIS_SERVER, MakeRedisServer
 from tests.redis_server import RedisServer, redis_server_binary
 

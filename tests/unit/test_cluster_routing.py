@@ -11,7 +11,7 @@ from redis import exceptions as rexc
 from redis.crc import key_slot
 
 from mozaiks_bus import Event, load_settings
-from mozaiks_bus.availability import Availability
+from mozaiks_bus.connection.availability import Availability
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.routing import Scope
 from mozaiks_bus.stats import BusStats

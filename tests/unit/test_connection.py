@@ -13,6 +13,7 @@ from mozaiks_bus import connection
 from mozaiks_bus.connection import (
     SCHEMES,
     BrokerUrl,
+    clients,
     cluster_node_urls,
     create_async_any_client,
     create_async_client,
@@ -22,6 +23,12 @@ from mozaiks_bus.connection import (
     redact_url,
     release_memory_server,
 )
+from mozaiks_bus.connection.redis_errors import (
+    is_busygroup,
+    ping,
+    redis_errors,
+    translate_redis_error,
+)
 from mozaiks_bus.errors import (
     BrokerUnavailable,
     ConfigError,
@@ -29,7 +36,6 @@ from mozaiks_bus.errors import (
     MozaiksBusError,
     TransportError,
 )
-from mozaiks_bus.redis_errors import is_busygroup, ping, redis_errors, translate_redis_error
 
 SECRET = "hunter2-S3cret"
 
@@ -536,7 +542,7 @@ async def test_ping_returns_round_trip_seconds(memory_url: str) -> None:
 
 async def test_ping_on_a_disconnected_server_is_broker_unavailable(memory_url: str) -> None:
     client = create_async_client(memory_url, retries=0)
-    server = connection._memory_server(memory_url.removeprefix("memory://"))
+    server = clients._memory_server(memory_url.removeprefix("memory://"))
     server.connected = False
     try:
         with pytest.raises(BrokerUnavailable) as info:

@@ -47,13 +47,13 @@ from mozaiks_bus.connection import (
     redact_url,
     text,
 )
+from mozaiks_bus.connection.transactions import CLAIM_IF_EMPTY
 from mozaiks_bus.errors import BrokerUnavailable
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import KeyMark
 from mozaiks_bus.routing import Scope, scope_parts
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.stats import BusStats
-from mozaiks_bus.transactions import CLAIM_IF_EMPTY
 from mozaiks_bus.transports.base import RemoteDeliver
 from mozaiks_bus.transports.cluster.router import ClusterRouter
 from mozaiks_bus.transports.redis import RedisTransport

@@ -31,8 +31,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import AsyncClient, create_async_client, redact_url, text
+from mozaiks_bus.connection.availability import Availability
 from mozaiks_bus.errors import BrokerUnavailable, InvalidEvent
 from mozaiks_bus.event import Event
 from mozaiks_bus.keys import KeyMark

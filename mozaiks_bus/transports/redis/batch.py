@@ -24,8 +24,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from mozaiks_bus.connection.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.errors import PublishFailed
-from mozaiks_bus.redis_errors import REDIS_ERRORS, translate_redis_error
 from mozaiks_bus.routing import Scope
 from mozaiks_bus.stats import BusStats
 from mozaiks_bus.transports.redis.catch_up import InterestCatchUp, Missed
@@ -132,8 +132,8 @@ class BatchWriter:
         if lost:
             self._stats.incr("dropped_remote", lost)
         lost += self._requeue(kept)
-        logger.warning("Redis did not take %d events (%d fan-out-only dropped): %s",
-                       len(items), lost, error)
+        logger.warning("Redis did not take %d events (%d dropped: fan-out only, or no room "
+                       "to re-queue): %s", len(items), lost, error)
         for item in items:
             if item.future is not None and not item.future.done():
                 item.future.set_exception(error)

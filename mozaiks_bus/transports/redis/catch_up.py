@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from mozaiks_bus.redis_errors import REDIS_ERRORS
+from mozaiks_bus.connection.redis_errors import REDIS_ERRORS
 from mozaiks_bus.transports.redis.commands import CommandBuilder
 from mozaiks_bus.transports.redis.items import AtomicItem, CommandItem, EventItem, Outgoing
 

@@ -24,9 +24,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from mozaiks_bus._loop import call_on_loop, cancel_and_wait, wait_set
-from mozaiks_bus.availability import Availability
 from mozaiks_bus.connection import create_async_client, text
-from mozaiks_bus.redis_errors import REDIS_ERRORS
+from mozaiks_bus.connection.availability import Availability
+from mozaiks_bus.connection.redis_errors import REDIS_ERRORS
 from mozaiks_bus.retry import Backoff
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.transports.redis.confirmations import Confirmations

@@ -28,7 +28,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from mozaiks_bus._loop import call_on_loop
-from mozaiks_bus.availability import Availability
+from mozaiks_bus.connection.availability import Availability
 from mozaiks_bus.keys import Keys
 from mozaiks_bus.retry import Backoff
 from mozaiks_bus.settings import BusSettings

@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mozaiks_bus.connection import AsyncClient, text
+from mozaiks_bus.connection.redis_errors import redis_errors
 from mozaiks_bus.errors import BrokerUnavailable
 from mozaiks_bus.keys import UI_FRAME_FIELD, Keys
-from mozaiks_bus.redis_errors import redis_errors
 from mozaiks_bus.settings import BusSettings
 from mozaiks_bus.transports.base import ControlHandler, FrameHandler, GapHandler, RouteResult
 from mozaiks_bus.transports.redis.listener import PubSubListener
