@@ -40,35 +40,23 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from mozaiks_bus.connection.broker_urls import (
-    CLUSTER_SCHEMES,
-    SCHEMES,
     BrokerUrl,
     cluster_node_urls,
     is_cluster_url,
     parse_broker_url,
-    redact_url,
-    secrets_in,
 )
 from mozaiks_bus.errors import ConfigError
 
 __all__ = [
-    "CLUSTER_SCHEMES",
-    "SCHEMES",
     "AsyncClient",
-    "BrokerUrl",
     "ClientOptions",
     "StreamClients",
     "SyncClient",
-    "cluster_node_urls",
     "create_async_any_client",
     "create_async_client",
     "create_sync_any_client",
     "create_sync_client",
-    "is_cluster_url",
-    "parse_broker_url",
-    "redact_url",
     "release_memory_server",
-    "secrets_in",
     "text",
 ]
 
