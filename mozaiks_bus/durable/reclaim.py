@@ -103,8 +103,9 @@ class Reclaimer:
         min_idle_ms = int(self._settings.consumer_min_idle_s * 1000)
         pipe = self._client.pipeline(transaction=False)
         pipe.xautoclaim(key, self._group, self._consumer, min_idle_ms, cursor, count=count)
-        pipe.xpending_range(key, self._group, cursor, "+", count + self._held.count(key),
-                            consumername=self._consumer)
+        # this consumer's own entries from the cursor on: the ones just claimed, unless
+        # entries it already held sort among them (asked for again below)
+        pipe.xpending_range(key, self._group, cursor, "+", count, consumername=self._consumer)
         try:
             reply, rows = await pipe.execute()
         except REDIS_ERRORS as exc:
@@ -118,5 +119,15 @@ class Reclaimer:
             logger.error("%d entries pending in %s for %s were trimmed or deleted: lost",
                          len(deleted), key, self._group)
         mine = [(eid, fields) for eid, fields in claimed if not self._held.holds(key, text(eid))]
-        found = {text(row["message_id"]): int(row["times_delivered"]) for row in rows}
+        found = _counts(rows)
+        missing = [text(eid) for eid, _ in mine if text(eid) not in found]
+        if missing:
+            found.update(_counts(await self._client.xpending_range(
+                key, self._group, missing[0], missing[-1],
+                len(missing) + self._held.count(key), consumername=self._consumer)))
         return text(reply[0]), mine, [found.get(text(eid), 1) for eid, _ in mine]
+
+
+def _counts(rows: list[Any]) -> dict[str, int]:
+    """``XPENDING`` rows as entry id -> Redis's delivery count."""
+    return {text(row["message_id"]): int(row["times_delivered"]) for row in rows}
