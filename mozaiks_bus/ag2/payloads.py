@@ -1,10 +1,9 @@
 """AG2 events as the platform's UI payloads: ``build_ui_event_payload(ev, ctx=None)``.
 
-The payloads keep the platform's kinds and field names (``shared/research/
-mozaiks-platform.md`` §4) but read the **real** AG2 fields: every AG2 event the run
-yields is a wrapper with ``type`` and ``content`` (the original event), so the sender
-is ``ev.content.sender``, a tool call's id ``ev.content.tool_calls[0].id`` and so on
-(``shared/research/ag2-events.md`` §6: the platform's mapping reads them off the
+The payloads keep the platform's kinds and field names but read the **real** AG2
+fields: every AG2 event the run yields is a wrapper with ``type`` and ``content`` (the
+original event), so the sender is ``ev.content.sender``, a tool call's id
+``ev.content.tool_calls[0].id`` and so on (the platform's own mapping reads them off the
 wrapper and gets ``None``). The class is recognised by name, so this module imports no
 AG2 code and works with every classic release (0.10.2 to 0.14).
 

@@ -3,7 +3,7 @@
 Written as MassTransit 8's System.Text.Json serializer writes it (every envelope field
 present, unset ones ``null``; ids as lowercase hyphenated GUIDs; times in UTC with
 ``Z``; ``host.processId`` an integer; ``messageType`` the contract's URN, then its base
-class's). Facts and sources: ``shared/research/masstransit-wire.md``.
+class's), as MassTransit's own serializer tests and a .NET peer read it.
 
 Outbound (:func:`to_envelope`)
 ------------------------------

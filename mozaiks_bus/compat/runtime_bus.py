@@ -1,7 +1,7 @@
 """The drop-in for the platform's ``mozaiks_infra.event_bus``: ``EventBus`` / ``event_bus``.
 
 ``EventBus`` / ``event_bus`` keep every public method and semantic of the platform's
-``mozaiks_infra.event_bus`` (see shared/research/mozaiks-platform.md, sections 1 and 6):
+``mozaiks_infra.event_bus``:
 
 * ``publish(event, data)`` is sync, returns None, never raises, and needs no running
   loop and no Redis. Callbacks get the data dict itself (by reference); sync

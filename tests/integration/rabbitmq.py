@@ -2,8 +2,9 @@
 
 Each test module gets a vhost of its own (``rabbitmqctl add_vhost``), so exchanges named
 as the .NET contracts never collide between tests and nothing is left behind.
-:func:`read_as_masstransit` applies MassTransit 8's deserialization rules (from
-``shared/research/masstransit-wire.md``) strictly, failing the test on any departure.
+:func:`read_as_masstransit` applies MassTransit 8's deserialization rules (the envelope
+fields, GUID ids, URN message types, as :mod:`mozaiks_bus.amqp.envelope` describes them)
+strictly, failing the test on any departure.
 """
 
 from __future__ import annotations

@@ -2,9 +2,8 @@
 and inputs. Two "API workers" (a transport and a bus each) share a real Redis.
 
 ``PlatformTransport`` below reproduces the three methods of the platform's
-``SimpleTransport`` as ``shared/research/mozaiks-platform.md`` §3 documents them (a local
-one-shot registry; sends go to this process's sockets only): the runtime side we attach
-to, not code of ours.
+``SimpleTransport`` as the platform's runtime behaves (a local one-shot registry; sends go
+to this process's sockets only): the runtime side we attach to, not code of ours.
 """
 
 from __future__ import annotations

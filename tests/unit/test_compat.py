@@ -1,6 +1,6 @@
 """The drop-in for the platform's event_bus, called exactly as the platform calls it.
 
-Event names and payloads are the platform's (shared/research/mozaiks-platform.md §1).
+Event names and payloads are the ones the platform's in-process bus carries today.
 """
 
 from __future__ import annotations
